@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh
 build/release/tools/vqa_infer --image examples/images/shape0.png \
-  --question "what color is the shape?" --question "what is the shape?" --question "is there a circle?"
+  --question "what color is the shape?" --question "what shape is in the image?" --question "is there a circle?"

@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-scripts/build.sh
+scripts/build.sh -DVQA_WERROR=ON
 ctest --preset release --output-on-failure -j "$(nproc)"
 .venv/bin/python -m pytest -q tools/tests

@@ -1,0 +1,420 @@
+// vqa::Engine: the public API over the model directory loader, the tokenizer, image preparation and the CPU
+// model graph.
+#include "vqa/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <numeric>
+#include <optional>
+
+#include "engine/cpu_model.h"
+#include "engine/device.h"
+#include "engine/inputs.h"
+#include "engine/json_util.h"
+#include "engine/model_dir.h"
+#include "engine/tokenizer.h"
+#include "kernels/cpu/topk.h"
+#include "kernels/nvtx.h"
+
+namespace vqa {
+
+ImageInput ImageInput::file(std::string path) {
+    ImageInput in;
+    in.kind_ = Kind::kFile;
+    in.name_ = std::move(path);
+    return in;
+}
+
+ImageInput ImageInput::encoded(std::vector<uint8_t> bytes, std::string name) {
+    ImageInput in;
+    in.kind_ = Kind::kEncoded;
+    in.bytes_ = std::move(bytes);
+    in.name_ = std::move(name);
+    return in;
+}
+
+ImageInput ImageInput::pixels(int height, int width, std::vector<uint8_t> rgb, std::string name) {
+    ImageInput in;
+    in.kind_ = Kind::kPixels;
+    in.height_ = height;
+    in.width_ = width;
+    in.bytes_ = std::move(rgb);
+    in.name_ = std::move(name);
+    return in;
+}
+
+ImageInput ImageInput::regions(RegionFeatures features, std::string name) {
+    ImageInput in;
+    in.kind_ = Kind::kRegions;
+    in.regions_ = std::move(features);
+    in.name_ = std::move(name);
+    return in;
+}
+
+namespace {
+
+const char* image_encoder_name(ImageEncoder e) {
+    switch (e) {
+        case ImageEncoder::kCnn:
+            return "cnn";
+        case ImageEncoder::kResnet:
+            return "resnet";
+        case ImageEncoder::kRegions:
+            return "regions";
+    }
+    return "?";
+}
+
+ModelInfo make_info(const ModelDir& dir, Device device) {
+    const ModelConfig& c = dir.config;
+    ModelInfo info;
+    info.name = c.name;
+    info.path = dir.path;
+    info.image_encoder = image_encoder_name(c.image.encoder);
+    info.text_encoder = c.text.encoder == TextEncoder::kLstm ? "lstm" : "transformer";
+    info.fusion = c.fusion.type == FusionType::kMcan ? "mcan" : "simple";
+    info.head = c.head.type == HeadType::kClassifier ? "classifier" : "generate";
+    info.hidden = c.fusion.hidden;
+    info.heads = c.fusion.heads;
+    info.layers = c.fusion.layers;
+    info.num_answers = static_cast<int64_t>(dir.answers.size());
+    info.vocab_size = dir.weights.info("text.embedding.weight").shape[0];
+    for (const std::string& name : dir.weights.names()) {
+        info.parameters += dir.weights.info(name).numel;
+    }
+    if (c.image.encoder != ImageEncoder::kRegions) {
+        info.input_height = c.image.input.height;
+        info.input_width = c.image.input.width;
+    }
+    info.device = device;
+    return info;
+}
+
+// One question on its way through answer(): its tokens, or the reason it cannot be answered.
+struct PendingQuery {
+    std::vector<int64_t> ids;
+    int64_t length = 0;
+    bool ok = false;
+};
+
+void fail(Result& result, ErrorCode code, std::string message) {
+    result.ok = false;
+    result.error_code = code;
+    result.error = std::move(message);
+}
+
+}  // namespace
+
+struct Engine::Impl {
+    ModelDir dir;
+    Tokenizer tokenizer;
+    CpuModel model;
+    EngineOptions options;
+    ModelInfo info;
+
+    Impl(ModelDir&& loaded, const EngineOptions& opts)
+        : dir(std::move(loaded)),
+          tokenizer(dir.config.text.tokenizer, dir.vocab),
+          model(dir, opts.threads),
+          options(opts),
+          info(make_info(dir, Device::kCpu)) {}
+
+    void run_chunk(const std::vector<PreparedImage>& prepared,
+                   const std::vector<Query>& queries,
+                   const std::vector<PendingQuery>& pending,
+                   const std::vector<std::size_t>& chunk,
+                   const AnswerOptions& options,
+                   std::vector<Result>& results) const;
+    void fill_classifier(const ModelOutput& out, std::size_t row, const AnswerOptions& options, Result& r) const;
+    void fill_generated(const ModelOutput& out, std::size_t row, Result& r) const;
+};
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::Engine(Engine&&) noexcept = default;
+Engine& Engine::operator=(Engine&&) noexcept = default;
+Engine::~Engine() = default;
+
+Engine Engine::load(const std::string& model_dir, const EngineOptions& options) {
+    NvtxRange range("load");
+    VQA_CHECK(options.max_batch >= 1, kInvalidArgument, "EngineOptions::max_batch: expected >= 1, got ",
+              options.max_batch);
+    VQA_CHECK(options.threads >= 0, kInvalidArgument, "EngineOptions::threads: expected >= 0, got ", options.threads);
+    VQA_CHECK(options.max_image_pixels >= 1, kInvalidArgument, "EngineOptions::max_image_pixels: expected >= 1, got ",
+              options.max_image_pixels);
+    const Device device = select_backend(options.device, options.precision);
+    auto impl = std::make_unique<Impl>(load_model_dir(model_dir), options);
+    impl->info.device = device;
+    return Engine(std::move(impl));
+}
+
+const ModelInfo& Engine::info() const {
+    return impl_->info;
+}
+
+const std::vector<std::string>& Engine::answers() const {
+    return impl_->dir.answers;
+}
+
+std::vector<Result> Engine::answer(const ImageInput& image,
+                                   const std::vector<std::string>& questions,
+                                   const AnswerOptions& options) const {
+    std::vector<Query> queries;
+    queries.reserve(questions.size());
+    for (const std::string& q : questions) {
+        queries.push_back({0, q});
+    }
+    return answer(std::vector<ImageInput>{image}, queries, options);
+}
+
+std::vector<Result> Engine::answer(const std::vector<ImageInput>& images,
+                                   const std::vector<Query>& queries,
+                                   const AnswerOptions& options) const {
+    VQA_CHECK(options.top_k >= 1, kInvalidArgument, "AnswerOptions::top_k: expected >= 1, got ", options.top_k);
+    for (std::size_t i = 0; i < queries.size(); ++i) {
+        VQA_CHECK(queries[i].image >= 0 && queries[i].image < static_cast<int64_t>(images.size()), kInvalidArgument,
+                  "query ", i, ": image index ", queries[i].image, " is outside the ", images.size(),
+                  " images of this call");
+    }
+    std::vector<Result> results(queries.size());
+    const ModelConfig& config = impl_->dir.config;
+
+    // Questions first: cheap, and an image nobody can ask about need not be decoded.
+    std::vector<PendingQuery> pending(queries.size());
+    {
+        NvtxRange range("tokenize");
+        for (std::size_t i = 0; i < queries.size(); ++i) {
+            try {
+                check_utf8(queries[i].question, "question");
+                Tokenizer::Encoded enc = impl_->tokenizer.encode(queries[i].question);
+                if (enc.result.length == 0) {
+                    fail(results[i], ErrorCode::kInvalidArgument,
+                         "question " + std::to_string(i) + " has no words (empty, or only spaces and punctuation)");
+                    continue;
+                }
+                if (enc.result.truncated) {
+                    results[i].warnings.push_back("question has " + std::to_string(enc.result.total_tokens) +
+                                                  " tokens; only the first " +
+                                                  std::to_string(impl_->tokenizer.max_length()) + " were used");
+                }
+                pending[i] = {std::move(enc.ids), enc.result.length, true};
+            } catch (const Error& e) {
+                fail(results[i], e.code(), "question " + std::to_string(i) + ": " + e.what());
+            }
+        }
+    }
+
+    // Each image that a valid question asks about is prepared once.
+    std::vector<std::optional<PreparedImage>> prepared(images.size());
+    std::vector<std::string> image_error(images.size());
+    std::vector<ErrorCode> image_code(images.size(), ErrorCode::kInternal);
+    {
+        NvtxRange range("decode+preprocess");
+        std::vector<char> needed(images.size(), 0);
+        for (std::size_t i = 0; i < queries.size(); ++i) {
+            needed[queries[i].image] |= pending[i].ok ? 1 : 0;
+        }
+        for (std::size_t m = 0; m < images.size(); ++m) {
+            if (!needed[m]) {
+                continue;
+            }
+            try {
+                prepared[m] = prepare_image(images[m], config, impl_->options.max_image_pixels);
+            } catch (const Error& e) {
+                image_code[m] = e.code();
+                image_error[m] = e.what();
+            } catch (const std::bad_alloc&) {
+                image_code[m] = ErrorCode::kOutOfMemory;
+                image_error[m] = images[m].name() + ": out of memory while decoding";
+            }
+        }
+    }
+
+    std::vector<std::size_t> runnable;
+    for (std::size_t i = 0; i < queries.size(); ++i) {
+        if (!pending[i].ok) {
+            continue;
+        }
+        const auto m = static_cast<std::size_t>(queries[i].image);
+        if (!prepared[m]) {
+            fail(results[i], image_code[m], image_error[m]);
+            continue;
+        }
+        const auto& w = prepared[m]->warnings;
+        results[i].warnings.insert(results[i].warnings.end(), w.begin(), w.end());
+        runnable.push_back(i);
+    }
+
+    std::vector<PreparedImage> kept;  // empty placeholders keep the indices of `images`
+    kept.reserve(images.size());
+    for (auto& p : prepared) {
+        kept.push_back(p ? std::move(*p) : PreparedImage{});
+    }
+    const auto max_batch = static_cast<std::size_t>(impl_->options.max_batch);
+    for (std::size_t start = 0; start < runnable.size(); start += max_batch) {
+        const std::vector<std::size_t> chunk(
+            runnable.begin() + static_cast<std::ptrdiff_t>(start),
+            runnable.begin() + static_cast<std::ptrdiff_t>(std::min(runnable.size(), start + max_batch)));
+        impl_->run_chunk(kept, queries, pending, chunk, options, results);
+    }
+    return results;
+}
+
+void Engine::Impl::run_chunk(const std::vector<PreparedImage>& prepared,
+                             const std::vector<Query>& queries,
+                             const std::vector<PendingQuery>& pending,
+                             const std::vector<std::size_t>& chunk,
+                             const AnswerOptions& options,
+                             std::vector<Result>& results) const {
+    const ModelConfig& config = dir.config;
+    const bool regions = config.image.encoder == ImageEncoder::kRegions;
+    const int64_t L = config.text.tokenizer.max_length;
+
+    // Distinct images of this chunk, in first-use order.
+    std::map<int64_t, int64_t> row_of_image;
+    std::vector<int64_t> image_index;
+    for (std::size_t q : chunk) {
+        const auto [it, inserted] = row_of_image.emplace(queries[q].image, static_cast<int64_t>(row_of_image.size()));
+        image_index.push_back(it->second);
+        (void)inserted;
+    }
+    std::vector<int64_t> order(row_of_image.size());
+    for (const auto& [image, row] : row_of_image) {
+        order[static_cast<std::size_t>(row)] = image;
+    }
+    std::vector<float> pixels;
+    std::vector<float> region_feats;
+    std::vector<float> boxes5;
+    for (int64_t image : order) {
+        const PreparedImage& p = prepared[static_cast<std::size_t>(image)];
+        pixels.insert(pixels.end(), p.pixels.begin(), p.pixels.end());
+        region_feats.insert(region_feats.end(), p.regions.begin(), p.regions.end());
+        boxes5.insert(boxes5.end(), p.boxes5.begin(), p.boxes5.end());
+    }
+    std::vector<int64_t> ids;
+    std::vector<int64_t> lengths;
+    ids.reserve(chunk.size() * static_cast<std::size_t>(L));
+    for (std::size_t q : chunk) {
+        ids.insert(ids.end(), pending[q].ids.begin(), pending[q].ids.end());
+        lengths.push_back(pending[q].length);
+    }
+
+    ImageBatch image_batch;
+    image_batch.count = static_cast<int64_t>(order.size());
+    if (regions) {
+        image_batch.regions = region_feats.data();
+        image_batch.boxes5 = config.image.regions.box_features ? boxes5.data() : nullptr;
+    } else {
+        image_batch.pixels = pixels.data();
+    }
+    TextBatch text_batch;
+    text_batch.count = static_cast<int64_t>(chunk.size());
+    text_batch.ids = ids.data();
+    text_batch.lengths = lengths.data();
+    text_batch.image_index = image_index.data();
+
+    // Attention maps come from the pooling weights that the model reports through the activation sink.
+    std::vector<float> text_pool;
+    std::vector<float> image_pool;
+    std::vector<int64_t> image_pool_shape;
+    ActivationSink sink = [&](const std::string& name, const std::vector<int64_t>& shape, const float* data) {
+        const auto n = static_cast<std::size_t>(
+            std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<int64_t>()));
+        if (name == "pool.text.weights") {
+            text_pool.assign(data, data + n);
+        } else if (name == "pool.image.weights") {
+            image_pool.assign(data, data + n);
+            image_pool_shape = shape;
+        }
+    };
+    ModelOutput out = model.forward(image_batch, text_batch, options.return_attention ? &sink : nullptr);
+
+    for (std::size_t row = 0; row < chunk.size(); ++row) {
+        Result& r = results[chunk[row]];
+        r.ok = true;
+        if (config.head.type == HeadType::kClassifier) {
+            fill_classifier(out, row, options, r);
+        } else {
+            fill_generated(out, row, r);
+        }
+        if (options.return_attention && !image_pool.empty() && image_pool_shape.size() == 3) {
+            AttentionMaps& a = r.attention;
+            const int64_t G = config.pool.glimpses;
+            a.glimpses = G;
+            a.image_tokens = image_pool_shape[1];
+            a.text_tokens = L;
+            if (!regions) {
+                const auto [gh, gw] = image_grid(config);
+                a.grid_height = gh;
+                a.grid_width = gw;
+            }
+            a.image_pooling.resize(static_cast<std::size_t>(G * a.image_tokens));
+            a.text_pooling.resize(static_cast<std::size_t>(G * L));
+            for (int64_t g = 0; g < G; ++g) {
+                for (int64_t t = 0; t < a.image_tokens; ++t) {
+                    a.image_pooling[g * a.image_tokens + t] = image_pool[(row * a.image_tokens + t) * G + g];
+                }
+                for (int64_t t = 0; t < L; ++t) {
+                    a.text_pooling[g * L + t] = text_pool[(row * L + t) * G + g];
+                }
+            }
+            a.tokens = tokenizer.words(queries[chunk[row]].question);
+            a.tokens.resize(std::min<std::size_t>(a.tokens.size(), static_cast<std::size_t>(L)));
+        }
+    }
+}
+
+void Engine::Impl::fill_classifier(const ModelOutput& out,
+                                   std::size_t row,
+                                   const AnswerOptions& options,
+                                   Result& r) const {
+    const auto A = static_cast<int64_t>(dir.answers.size());
+    std::vector<float> scores(out.logits.begin() + static_cast<std::ptrdiff_t>(row * A),
+                              out.logits.begin() + static_cast<std::ptrdiff_t>((row + 1) * A));
+    if (dir.config.head.activation == Activation::kSoftmax) {
+        const float max = *std::max_element(scores.begin(), scores.end());
+        double sum = 0.0;
+        for (float& s : scores) {
+            s = std::exp(s - max);
+            sum += s;
+        }
+        for (float& s : scores) {
+            s = static_cast<float>(s / sum);
+        }
+    } else {
+        for (float& s : scores) {
+            s = 1.0f / (1.0f + std::exp(-s));
+        }
+    }
+    const int64_t k = std::min<int64_t>(options.top_k, A);
+    std::vector<int32_t> ids(static_cast<std::size_t>(k));
+    std::vector<float> values(static_cast<std::size_t>(k));
+    cpu::topk(scores.data(), 1, A, k, ids.data(), values.data());
+    for (int64_t j = 0; j < k; ++j) {
+        r.answers.push_back({dir.answers[static_cast<std::size_t>(ids[j])], values[j], ids[j]});
+    }
+}
+
+void Engine::Impl::fill_generated(const ModelOutput& out, std::size_t row, Result& r) const {
+    std::string text;
+    for (int32_t token : out.tokens[row]) {
+        if (token == dir.config.head.eos_id) {
+            break;
+        }
+        if (token == dir.config.head.bos_id) {
+            continue;
+        }
+        if (!text.empty()) {
+            text += ' ';
+        }
+        text += dir.answers[static_cast<std::size_t>(token)];
+    }
+    r.answers.push_back({text, out.sequence_scores[row], -1});
+}
+
+const char* version() {
+    return VQA_VERSION_STRING;
+}
+
+}  // namespace vqa

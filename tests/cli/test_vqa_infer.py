@@ -1,0 +1,102 @@
+"""vqa_infer end to end on the bundled model and example images (run by CTest with VQA_INFER set)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+VQA_INFER = os.environ.get("VQA_INFER", str(ROOT / "build/release/tools/vqa_infer"))
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([VQA_INFER, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def expected_lines() -> list[dict]:
+    return [json.loads(line) for line in (EXAMPLES / "questions.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_single_image_human_output() -> None:
+    p = run("--image", str(EXAMPLES / "images/shape0.png"), "-q", "what is the red shape?",
+            "-q", "what is the color of the shape?")
+    assert p.returncode == 0, p.stderr
+    assert "A: triangle" in p.stdout and "A: red" in p.stdout
+
+
+def test_json_top_k_sorted() -> None:
+    p = run("--image", str(EXAMPLES / "images/shape1.png"), "-q", "what is the color of the rectangle?",
+            "--top-k", "3", "--json")
+    assert p.returncode == 0, p.stderr
+    record = json.loads(p.stdout)[0]
+    scores = [a["score"] for a in record["answers"]]
+    assert [a["answer"] for a in record["answers"]][0] == "yellow"
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True) and 0.0 < sum(scores) <= 1.0 + 1e-6
+
+
+def test_batch_known_answers(tmp_path: Path) -> None:
+    out = tmp_path / "answers.jsonl"
+    p = run("--batch", str(EXAMPLES / "questions.jsonl"), "--output", str(out))
+    assert p.returncode == 0, p.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    want = expected_lines()
+    assert [r["id"] for r in records] == [w["id"] for w in want]
+    wrong = [(w["question"], r["answers"][0]["answer"], w["expected"])
+             for r, w in zip(records, want) if r["answers"][0]["answer"] != w["expected"]]
+    assert not wrong
+
+
+def test_batch_bad_lines_fail_alone(tmp_path: Path) -> None:
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (tmp_path / "empty.png").write_bytes(b"")
+    good = str(EXAMPLES / "images/shape0.png")
+    lines = [
+        json.dumps({"id": "a", "image": good, "question": "what is the red shape?"}),
+        "{not json",
+        json.dumps({"id": "b", "image": "missing.png", "question": "what color is the shape?"}),
+        json.dumps({"id": "c", "image": "corrupt.png", "question": "what color is the shape?"}),
+        json.dumps({"id": "d", "image": "empty.png", "question": "what color is the shape?"}),
+        json.dumps({"id": "e", "image": good, "question": "?!"}),
+        json.dumps({"id": "a", "image": good, "question": "what color is the shape?"}),
+        json.dumps({"id": "f", "image": good}),
+        json.dumps({"id": "g", "image": good, "question": "is there a circle?"}),
+    ]
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("\n".join(lines) + "\n")
+    p = run("--batch", str(batch))
+    assert p.returncode == 3, p.stderr
+    records = [json.loads(line) for line in p.stdout.splitlines()]
+    assert len(records) == len(lines)
+    by_line = {r["line"]: r for r in records}
+    assert by_line[1]["answers"][0]["answer"] == "triangle"
+    assert by_line[9]["answers"][0]["answer"] == "no"
+    for n, fragment in [(2, "not a JSON object"), (3, "missing.png"), (4, "corrupt.png"), (5, "empty.png"),
+                        (6, "no words"), (7, "duplicate id"), (8, "question")]:
+        assert "error" in by_line[n], by_line[n]
+        assert fragment in by_line[n]["error"]["message"], by_line[n]
+
+
+def test_errors_and_exit_codes(tmp_path: Path) -> None:
+    assert run("--help").returncode == 0
+    assert run("--no-such-option").returncode == 2
+    assert run("--image", str(EXAMPLES / "images/shape0.png")).returncode == 2  # no question
+    p = run("--model", str(tmp_path / "nowhere"), "--image", str(EXAMPLES / "images/shape0.png"), "-q", "what?")
+    assert p.returncode == 1 and "nowhere" in p.stderr
+    p = run("--image", str(EXAMPLES / "images/shape0.png"), "-q", "", "-q", "is there a circle?")
+    assert p.returncode == 3 and "no words" in p.stdout and "A: no" in p.stdout
+    p = run("--device", "cuda", "--image", str(EXAMPLES / "images/shape0.png"), "-q", "what?")
+    assert p.returncode == 1 and "cuda" in p.stderr
+
+
+def test_attention_maps_in_json() -> None:
+    p = run("--image", str(EXAMPLES / "images/shape2.png"), "-q", "what is the blue shape?", "--json",
+            "--attention")
+    assert p.returncode == 0, p.stderr
+    att = json.loads(p.stdout)[0]["attention"]
+    assert att["grid"] == [4, 4] and len(att["image_pooling"]) == att["glimpses"] * 16
+    assert abs(sum(att["image_pooling"]) - att["glimpses"]) < 1e-4
+    assert att["tokens"] == ["what", "is", "the", "blue", "shape"]
