@@ -5,16 +5,15 @@
 #include <cstring>
 #include <fcntl.h>
 #include <limits>
-#include <sstream>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <utility>
 
 #include "engine/json_util.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
-              "safetensors data is little-endian; big-endian hosts would "
-              "need byte swapping in the reader");
+              "safetensors data is little-endian; a big-endian host needs byte swapping in the reader");
 
 namespace vqa {
 namespace {
