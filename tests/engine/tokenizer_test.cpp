@@ -2,6 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "engine/config.h"
+
 #include "tests/engine/engine_test_util.h"
 
 namespace vqa {
@@ -179,6 +184,32 @@ TEST(AnswersTest, ParseAndErrors) {
     EXPECT_VQA_ERROR(parse_answers(R"(["yes", 2])", "answers.json"), kModelFormat,
                      "answers.json: [1]: expected a string, got 2");
     EXPECT_VQA_ERROR(parse_answers(R"(["yes", )", "answers.json"), kModelFormat, "answers.json: invalid JSON");
+}
+
+}  // namespace
+}  // namespace vqa
+
+namespace vqa {
+namespace {
+
+// tests/data/tokenizer_cases.json is written by tools/make_tokenizer_cases.py from the reference tokenizer:
+// the C++ tokenizer must give exactly the same ids, lengths and truncation flags.
+TEST(TokenizerParityTest, SameIdsAsReference) {
+    const std::string root = VQA_SOURCE_DIR;
+    std::ifstream in(root + "/tests/data/tokenizer_cases.json");
+    ASSERT_TRUE(in) << "tests/data/tokenizer_cases.json is missing";
+    const auto doc = nlohmann::json::parse(in);
+    const std::string model = root + "/" + doc["model"].get<std::string>();
+    const ModelConfig config = load_model_config(model + "/config.json");
+    const Tokenizer tokenizer(config.text.tokenizer, Vocab::load(model + "/vocab.json", config.text.tokenizer));
+    ASSERT_GE(doc["cases"].size(), 20u);
+    for (const auto& c : doc["cases"]) {
+        const std::string question = c["question"];
+        const Tokenizer::Encoded got = tokenizer.encode(question);
+        EXPECT_EQ(got.ids, c["ids"].get<std::vector<int64_t>>()) << "question: " << question;
+        EXPECT_EQ(got.result.length, c["length"].get<int>()) << "question: " << question;
+        EXPECT_EQ(got.result.truncated, c["truncated"].get<bool>()) << "question: " << question;
+    }
 }
 
 }  // namespace
