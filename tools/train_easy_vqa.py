@@ -30,7 +30,7 @@ from vqa_ref.preprocess import load_and_preprocess  # noqa: E402
 from vqa_ref.tokenizer import Tokenizer, build_vocab  # noqa: E402
 
 
-def bundled_config() -> dict:
+def bundled_config(channels: list[int] | None = None) -> dict:
     """The bundled model: 4 conv blocks (64x64 -> 4x4 grid of 64 channels), LSTM question encoder,
     MCAN encoder-decoder with 2+2 layers of 4 heads at d=64."""
     return make_config(
@@ -38,7 +38,7 @@ def bundled_config() -> dict:
         name="easy-vqa-cnn-mcan",
         image__input={"height": 64, "width": 64, "channel_order": "RGB", "resize": "stretch",
                       "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
-        image__cnn={"channels": [16, 32, 64, 64], "batch_norm": True, "bn_eps": 1e-5},
+        image__cnn={"channels": channels or [16, 32, 64, 64], "batch_norm": True, "bn_eps": 1e-5},
         text__embed_dim=32,
         fusion__hidden=64, fusion__heads=4, fusion__ff=128, fusion__layers=2,
         pool__mlp_hidden=64, pool__out_dim=128,
@@ -99,6 +99,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cnn-channels", type=int, nargs="+", default=None,
+                    help="output channels of the conv blocks (each halves the grid); default 16 32 64 64")
     ap.add_argument("--checkpoint", default="", help="also save a training checkpoint (.pt) here")
     args = ap.parse_args()
 
@@ -109,7 +111,7 @@ def main() -> int:
     rng = random.Random(args.seed)
     np.random.seed(args.seed)
 
-    cfg = bundled_config()
+    cfg = bundled_config(args.cnn_channels)
     train_q, test_q = easy_vqa.get_train_questions(), easy_vqa.get_test_questions()
     answers = easy_vqa.get_answers()
     answer_ids = {a: i for i, a in enumerate(answers)}
