@@ -94,11 +94,11 @@ def accuracy(model: VQAModel, split: Split) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="models/easy-vqa", help="model directory to write")
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--images-per-batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cnn-channels", type=int, nargs="+", default=None,
                     help="output channels of the conv blocks (each halves the grid); default 16 32 64 64")
     ap.add_argument("--checkpoint", default="", help="also save a training checkpoint (.pt) here")
