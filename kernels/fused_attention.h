@@ -1,0 +1,84 @@
+// Fused multi-head attention for short sequences (CUDA entry points; the CPU reference with the same contract is
+// vqa::cpu::attention in kernels/cpu/attention.h, and the parameters are its AttentionParams):
+//
+//   P[b, h] = masked_softmax(scale · Q[b, h] · K[b, h]ᵀ),  O[b, h] = P[b, h] · V[b, h]
+//
+// Q, K, V and O are described by HeadStrides over a [B, H, L, Dh] view (head rows contiguous), so K and V can be
+// column slices of a fused projection buffer or dense [B, H, L, Dh] tensors, and O can be written heads-merged.
+// The key padding mask is uint8 [B, Lk], 1 = valid key, null = all valid; a query whose keys are all masked
+// follows params.masked_row (kZero: O row and P row zero; kUniform: P = 1/Lk, O = mean of V over all keys).
+// The score matrix is never written: softmax runs online over key tiles in float. P is written only when the
+// caller asks for attention maps (probs non-null); it is float whatever the element type, like the reference's.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/check.h"
+#include "kernels/cpu/attention.h"
+
+#if VQA_WITH_CUDA
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+#endif
+
+namespace vqa {
+
+// Largest head dimension the fused kernel takes (32, 64 and 128 are compiled for their exact size; other sizes
+// up to this run a runtime-size instantiation).
+constexpr int kFusedAttentionMaxHeadDim = 256;
+
+// Checks fused attention's arguments; `op` names the caller in the message. Throws vqa::Error(kInvalidArgument).
+inline void check_fused_attention_args(
+    const cpu::AttentionParams& p, const void* q, const void* k, const void* v, const void* o, const char* op) {
+    VQA_CHECK(p.batch >= 0 && p.heads >= 1 && p.q_len >= 0 && p.kv_len >= 1 && p.head_dim >= 1, kInvalidArgument, op,
+              ": expected B >= 0, H >= 1, Lq >= 0, Lk >= 1, Dh >= 1, got B=", p.batch, " H=", p.heads, " Lq=", p.q_len,
+              " Lk=", p.kv_len, " Dh=", p.head_dim);
+    VQA_CHECK(p.head_dim <= kFusedAttentionMaxHeadDim, kInvalidArgument, op, ": head_dim ", p.head_dim, " exceeds ",
+              kFusedAttentionMaxHeadDim, "; use the unfused path (GEMM + masked_softmax + GEMM)");
+    VQA_CHECK(p.q.row >= p.head_dim && p.k.row >= p.head_dim && p.v.row >= p.head_dim && p.o.row >= p.head_dim,
+              kInvalidArgument, op, ": row strides must be >= Dh (", p.head_dim, "); got q=", p.q.row, " k=", p.k.row,
+              " v=", p.v.row, " o=", p.o.row);
+    VQA_CHECK(p.batch <= 65535 && p.heads <= 65535, kInvalidArgument, op, ": B (", p.batch, ") and H (", p.heads,
+              ") must be <= 65535 (grid limits); split the batch into smaller calls");
+    if (p.batch == 0 || p.q_len == 0) {
+        return;
+    }
+    VQA_CHECK(q != nullptr && k != nullptr && v != nullptr && o != nullptr, kInvalidArgument, op,
+              ": q, k, v and o must not be null for a non-empty shape");
+}
+
+#if VQA_WITH_CUDA
+namespace cuda {
+
+// q, k, v, o: see params.q/k/v/o; mask: [B, Lk] or null; probs: [B, H, Lq, Lk] dense, or null when no attention
+// maps are wanted. o must not overlap q, k, v or probs. Asynchronous on `stream`; no allocation.
+void fused_attention(const cpu::AttentionParams& params,
+                     const float* q,
+                     const float* k,
+                     const float* v,
+                     const uint8_t* mask,
+                     float* o,
+                     float* probs,
+                     cudaStream_t stream);
+void fused_attention(const cpu::AttentionParams& params,
+                     const __half* q,
+                     const __half* k,
+                     const __half* v,
+                     const uint8_t* mask,
+                     __half* o,
+                     float* probs,
+                     cudaStream_t stream);
+void fused_attention(const cpu::AttentionParams& params,
+                     const __nv_bfloat16* q,
+                     const __nv_bfloat16* k,
+                     const __nv_bfloat16* v,
+                     const uint8_t* mask,
+                     __nv_bfloat16* o,
+                     float* probs,
+                     cudaStream_t stream);
+
+}  // namespace cuda
+#endif
+
+}  // namespace vqa
