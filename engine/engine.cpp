@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <new>
 #include <numeric>
 #include <optional>
 
@@ -105,30 +106,34 @@ void fail(Result& result, ErrorCode code, std::string message) {
     result.error = std::move(message);
 }
 
-}  // namespace
-
-struct Engine::Impl {
+// Everything an Engine holds; immutable after load, so answer() may run on several threads at once.
+struct EngineState {
     ModelDir dir;
     Tokenizer tokenizer;
     CpuModel model;
     EngineOptions options;
     ModelInfo info;
 
-    Impl(ModelDir&& loaded, const EngineOptions& opts)
+    EngineState(ModelDir&& loaded, const EngineOptions& opts)
         : dir(std::move(loaded)),
           tokenizer(dir.config.text.tokenizer, dir.vocab),
           model(dir, opts.threads),
           options(opts),
           info(make_info(dir, Device::kCpu)) {}
+};
 
-    void run_chunk(const std::vector<PreparedImage>& prepared,
-                   const std::vector<Query>& queries,
-                   const std::vector<PendingQuery>& pending,
-                   const std::vector<std::size_t>& chunk,
-                   const AnswerOptions& options,
-                   std::vector<Result>& results) const;
-    void fill_classifier(const ModelOutput& out, std::size_t row, const AnswerOptions& options, Result& r) const;
-    void fill_generated(const ModelOutput& out, std::size_t row, Result& r) const;
+void run_chunk(const EngineState& impl,
+               const std::vector<PreparedImage>& prepared,
+               const std::vector<Query>& queries,
+               const std::vector<PendingQuery>& pending,
+               const std::vector<std::size_t>& chunk,
+               const AnswerOptions& options,
+               std::vector<Result>& results);
+
+}  // namespace
+
+struct Engine::Impl : EngineState {
+    using EngineState::EngineState;
 };
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -136,7 +141,7 @@ Engine::Engine(Engine&&) noexcept = default;
 Engine& Engine::operator=(Engine&&) noexcept = default;
 Engine::~Engine() = default;
 
-Engine Engine::load(const std::string& model_dir, const EngineOptions& options) {
+Engine Engine::load(const std::string& model_dir, const EngineOptions& options) try {
     NvtxRange range("load");
     VQA_CHECK(options.max_batch >= 1, kInvalidArgument, "EngineOptions::max_batch: expected >= 1, got ",
               options.max_batch);
@@ -147,6 +152,8 @@ Engine Engine::load(const std::string& model_dir, const EngineOptions& options) 
     auto impl = std::make_unique<Impl>(load_model_dir(model_dir), options);
     impl->info.device = device;
     return Engine(std::move(impl));
+} catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::kOutOfMemory, model_dir + ": out of memory while loading the model");
 }
 
 const ModelInfo& Engine::info() const {
@@ -159,18 +166,22 @@ const std::vector<std::string>& Engine::answers() const {
 
 std::vector<Result> Engine::answer(const ImageInput& image,
                                    const std::vector<std::string>& questions,
-                                   const AnswerOptions& options) const {
+                                   const AnswerOptions& options) const try {
     std::vector<Query> queries;
     queries.reserve(questions.size());
     for (const std::string& q : questions) {
         queries.push_back({0, q});
     }
     return answer(std::vector<ImageInput>{image}, queries, options);
+} catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::kOutOfMemory,
+                "out of memory answering " + std::to_string(questions.size()) + " questions about " + image.name());
 }
 
+// A std::bad_alloc that no question or image could be blamed for fails the whole call as kOutOfMemory.
 std::vector<Result> Engine::answer(const std::vector<ImageInput>& images,
                                    const std::vector<Query>& queries,
-                                   const AnswerOptions& options) const {
+                                   const AnswerOptions& options) const try {
     VQA_CHECK(options.top_k >= 1, kInvalidArgument, "AnswerOptions::top_k: expected >= 1, got ", options.top_k);
     for (std::size_t i = 0; i < queries.size(); ++i) {
         VQA_CHECK(queries[i].image >= 0 && queries[i].image < static_cast<int64_t>(images.size()), kInvalidArgument,
@@ -201,6 +212,9 @@ std::vector<Result> Engine::answer(const std::vector<ImageInput>& images,
                 pending[i] = {std::move(enc.ids), enc.result.length, true};
             } catch (const Error& e) {
                 fail(results[i], e.code(), "question " + std::to_string(i) + ": " + e.what());
+            } catch (const std::bad_alloc&) {
+                fail(results[i], ErrorCode::kOutOfMemory,
+                     "question " + std::to_string(i) + ": out of memory while tokenizing");
             }
         }
     }
@@ -256,18 +270,39 @@ std::vector<Result> Engine::answer(const std::vector<ImageInput>& images,
         const std::vector<std::size_t> chunk(
             runnable.begin() + static_cast<std::ptrdiff_t>(start),
             runnable.begin() + static_cast<std::ptrdiff_t>(std::min(runnable.size(), start + max_batch)));
-        impl_->run_chunk(kept, queries, pending, chunk, options, results);
+        try {
+            run_chunk(*impl_, kept, queries, pending, chunk, options, results);
+        } catch (const std::bad_alloc&) {
+            // The questions of this forward pass fail alone: the other chunks, and later calls, may well fit.
+            for (std::size_t q : chunk) {
+                results[q].answers.clear();
+                results[q].attention = AttentionMaps{};
+                fail(results[q], ErrorCode::kOutOfMemory,
+                     "out of memory answering a batch of " + std::to_string(chunk.size()) +
+                         " questions (a smaller EngineOptions::max_batch needs less)");
+            }
+        }
     }
     return results;
+} catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::kOutOfMemory, "out of memory answering " + std::to_string(queries.size()) +
+                                             " questions about " + std::to_string(images.size()) + " images");
 }
 
-void Engine::Impl::run_chunk(const std::vector<PreparedImage>& prepared,
-                             const std::vector<Query>& queries,
-                             const std::vector<PendingQuery>& pending,
-                             const std::vector<std::size_t>& chunk,
-                             const AnswerOptions& options,
-                             std::vector<Result>& results) const {
-    const ModelConfig& config = dir.config;
+namespace {
+
+void fill_classifier(
+    const ModelDir& dir, const ModelOutput& out, std::size_t row, const AnswerOptions& options, Result& r);
+void fill_generated(const ModelDir& dir, const ModelOutput& out, std::size_t row, Result& r);
+
+void run_chunk(const EngineState& impl,
+               const std::vector<PreparedImage>& prepared,
+               const std::vector<Query>& queries,
+               const std::vector<PendingQuery>& pending,
+               const std::vector<std::size_t>& chunk,
+               const AnswerOptions& options,
+               std::vector<Result>& results) {
+    const ModelConfig& config = impl.dir.config;
     const bool regions = config.image.encoder == ImageEncoder::kRegions;
     const int64_t L = config.text.tokenizer.max_length;
 
@@ -328,15 +363,15 @@ void Engine::Impl::run_chunk(const std::vector<PreparedImage>& prepared,
             image_pool_shape = shape;
         }
     };
-    ModelOutput out = model.forward(image_batch, text_batch, options.return_attention ? &sink : nullptr);
+    ModelOutput out = impl.model.forward(image_batch, text_batch, options.return_attention ? &sink : nullptr);
 
     for (std::size_t row = 0; row < chunk.size(); ++row) {
         Result& r = results[chunk[row]];
         r.ok = true;
         if (config.head.type == HeadType::kClassifier) {
-            fill_classifier(out, row, options, r);
+            fill_classifier(impl.dir, out, row, options, r);
         } else {
-            fill_generated(out, row, r);
+            fill_generated(impl.dir, out, row, r);
         }
         if (options.return_attention && !image_pool.empty() && image_pool_shape.size() == 3) {
             AttentionMaps& a = r.attention;
@@ -359,16 +394,14 @@ void Engine::Impl::run_chunk(const std::vector<PreparedImage>& prepared,
                     a.text_pooling[g * L + t] = text_pool[(row * L + t) * G + g];
                 }
             }
-            a.tokens = tokenizer.words(queries[chunk[row]].question);
+            a.tokens = impl.tokenizer.words(queries[chunk[row]].question);
             a.tokens.resize(std::min<std::size_t>(a.tokens.size(), static_cast<std::size_t>(L)));
         }
     }
 }
 
-void Engine::Impl::fill_classifier(const ModelOutput& out,
-                                   std::size_t row,
-                                   const AnswerOptions& options,
-                                   Result& r) const {
+void fill_classifier(
+    const ModelDir& dir, const ModelOutput& out, std::size_t row, const AnswerOptions& options, Result& r) {
     const auto A = static_cast<int64_t>(dir.answers.size());
     std::vector<float> scores(out.logits.begin() + static_cast<std::ptrdiff_t>(row * A),
                               out.logits.begin() + static_cast<std::ptrdiff_t>((row + 1) * A));
@@ -396,7 +429,7 @@ void Engine::Impl::fill_classifier(const ModelOutput& out,
     }
 }
 
-void Engine::Impl::fill_generated(const ModelOutput& out, std::size_t row, Result& r) const {
+void fill_generated(const ModelDir& dir, const ModelOutput& out, std::size_t row, Result& r) {
     std::string text;
     for (int32_t token : out.tokens[row]) {
         if (token == dir.config.head.eos_id) {
@@ -412,6 +445,8 @@ void Engine::Impl::fill_generated(const ModelOutput& out, std::size_t row, Resul
     }
     r.answers.push_back({text, out.sequence_scores[row], -1});
 }
+
+}  // namespace
 
 const char* version() {
     return VQA_VERSION_STRING;

@@ -1,6 +1,6 @@
 // Image decoding to 8-bit RGB, docs/model-format.md §4.1 step 1. JPEG through libjpeg-turbo (bit-identical to
-// the Pillow decode of the PyTorch reference); PNG, BMP, GIF, PSD, PIC, PNM and HDR through stb_image (TGA is
-// disabled: it has no signature, so any file could pass for one).
+// the Pillow decode of the PyTorch reference); PNG, BMP, GIF, PSD, PIC, PNM (8-bit: stb_image 2.27 misreads 16-bit
+// PNM) and HDR through stb_image (TGA is disabled: it has no signature, so any file could pass for one).
 #pragma once
 
 #include <cstddef>

@@ -41,8 +41,10 @@ PreparedImage prepare_grid_image(const ImageInput& image, const ModelConfig& con
         case ImageInput::Kind::kPixels: {
             const int64_t h = image.height();
             const int64_t w = image.width();
-            if (h < 1 || w < 1 || static_cast<int64_t>(image.bytes().size()) != h * w * 3) {
-                throw_error(ErrorCode::kInvalidArgument, image.name(), ": expected ", h, "x", w, "x3 = ", h * w * 3,
+            // Unsigned: INT_MAX x INT_MAX x 3 fits in 64 bits only so.
+            const uint64_t rgb_bytes = h < 1 || w < 1 ? 0 : static_cast<uint64_t>(h) * static_cast<uint64_t>(w) * 3;
+            if (h < 1 || w < 1 || image.bytes().size() != rgb_bytes) {
+                throw_error(ErrorCode::kInvalidArgument, image.name(), ": expected ", h, "x", w, "x3 = ", rgb_bytes,
                             " RGB bytes, got ", image.bytes().size());
             }
             if (h * w > max_pixels) {

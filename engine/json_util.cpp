@@ -39,7 +39,12 @@ nlohmann::json parse_json_strict(std::string_view text, const std::string& label
     using Event = nlohmann::json::parse_event_t;
     // One set of seen keys per open object, innermost last.
     std::vector<std::set<std::string>> open_objects;
-    auto reject_duplicates = [&](int /*depth*/, Event event, nlohmann::json& parsed) {
+    auto reject_duplicates = [&](int depth, Event event, nlohmann::json& parsed) {
+        // nlohmann's parser is iterative but copying and printing a value (json_repr) recurse: a hostile
+        // "[[[[..." would overflow the stack.
+        if ((event == Event::object_start || event == Event::array_start) && depth >= kMaxJsonDepth) {
+            throw_error(ErrorCode::kModelFormat, label, ": JSON nested deeper than ", kMaxJsonDepth, " levels");
+        }
         if (event == Event::object_start) {
             open_objects.emplace_back();
         } else if (event == Event::object_end) {
@@ -54,8 +59,9 @@ nlohmann::json parse_json_strict(std::string_view text, const std::string& label
     };
     try {
         return nlohmann::json::parse(text.begin(), text.end(), reject_duplicates);
-    } catch (const nlohmann::json::parse_error& e) {
-        // e.what() is "[json.exception.parse_error.101] parse error at line 1, column 2: ..."; keep the tail.
+    } catch (const nlohmann::json::exception& e) {
+        // A syntax error, or a number too large for a double (out_of_range.406). e.what() is
+        // "[json.exception.parse_error.101] parse error at line 1, column 2: ..."; keep the tail.
         std::string what = e.what();
         const std::size_t pos = what.find("] ");
         throw_error(ErrorCode::kModelFormat, label,

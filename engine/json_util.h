@@ -24,8 +24,12 @@ std::string read_file_bytes(const std::string& path, std::size_t max_bytes);
 // The last component of a path, for messages ("config.json" rather than "/models/a/config.json").
 std::string file_label(const std::string& path);
 
+// Objects and arrays nested deeper than this are refused (the model files nest 4 levels at most).
+constexpr int kMaxJsonDepth = 64;
+
 // Parses `text` as JSON. Unlike nlohmann's default, a key repeated in one object is an error (the last one
-// would silently win). Errors are vqa::Error(kModelFormat) naming `label` and, for syntax errors, the byte.
+// would silently win), and so is nesting deeper than kMaxJsonDepth. Errors are vqa::Error(kModelFormat)
+// naming `label` and, for syntax errors, the byte.
 nlohmann::json parse_json_strict(std::string_view text, const std::string& label);
 
 // "object", "array", "string", "int", "number", "bool" or "null": the JSON type as a reader would name it.

@@ -1,11 +1,10 @@
 // Where the tools find the bundled model when no --model is given.
 #pragma once
 
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <cstdlib>
 #include <string>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace vqa::tools {
 

@@ -6,8 +6,6 @@
 //
 // Exit status: 0 every question answered; 1 the model or the options could not be used (nothing answered);
 // 2 usage error; 3 finished, but some questions (or batch lines) gave an error, reported in the output.
-#include <unistd.h>
-
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <fstream>
@@ -16,8 +14,10 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
+#include "tools/batch_line.h"
 #include "tools/model_path.h"
 #include "vqa/engine.h"
 
@@ -45,9 +45,12 @@ json answers_json(const vqa::Result& r, bool with_attention) {
     }
     if (with_attention && r.attention.glimpses > 0) {
         const vqa::AttentionMaps& a = r.attention;
-        out["attention"] = {{"image_tokens", a.image_tokens}, {"grid", {a.grid_height, a.grid_width}},
-                            {"glimpses", a.glimpses},        {"image_pooling", a.image_pooling},
-                            {"tokens", a.tokens},            {"text_pooling", a.text_pooling}};
+        out["attention"] = {{"image_tokens", a.image_tokens},
+                            {"grid", {a.grid_height, a.grid_width}},
+                            {"glimpses", a.glimpses},
+                            {"image_pooling", a.image_pooling},
+                            {"tokens", a.tokens},
+                            {"text_pooling", a.text_pooling}};
     }
     return out;
 }
@@ -68,47 +71,8 @@ void print_human(std::ostream& out, const std::string& question, const vqa::Resu
     }
 }
 
-// One line of a JSON Lines batch file, parsed; `error` set when the line cannot be used.
-struct BatchLine {
-    int64_t number = 0;  // 1-based
-    json id;             // the line's id, or its number
-    std::string image;
-    std::string question;
-    std::string error;
-};
-
-BatchLine parse_batch_line(const std::string& text,
-                           int64_t number,
-                           const std::string& base_dir,
-                           std::set<std::string>& seen_ids) {
-    BatchLine line;
-    line.number = number;
-    line.id = number;
-    json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_object()) {
-        line.error = "line " + std::to_string(number) + ": not a JSON object";
-        return line;
-    }
-    if (j.contains("id")) {
-        line.id = j["id"];
-        if (!seen_ids.insert(line.id.dump()).second) {
-            line.error = "line " + std::to_string(number) + ": duplicate id " + line.id.dump();
-            return line;
-        }
-    }
-    for (const char* key : {"image", "question"}) {
-        if (!j.contains(key) || !j[key].is_string()) {
-            line.error = "line " + std::to_string(number) + ": expected a string field \"" + key + "\"";
-            return line;
-        }
-    }
-    line.image = j["image"].get<std::string>();
-    if (!line.image.empty() && line.image[0] != '/' && !base_dir.empty()) {
-        line.image = base_dir + "/" + line.image;  // relative paths are relative to the batch file
-    }
-    line.question = j["question"].get<std::string>();
-    return line;
-}
+using vqa::tools::BatchLine;
+using vqa::tools::parse_batch_line;
 
 // Answers one chunk of batch lines (images shared between lines are decoded once) and writes a record per line.
 int run_batch_chunk(const vqa::Engine& engine,
@@ -130,7 +94,17 @@ int run_batch_chunk(const vqa::Engine& engine,
         queries.push_back({it->second, lines[i].question});
         query_line.push_back(i);
     }
-    std::vector<vqa::Result> results = engine.answer(images, queries, options);
+    std::vector<vqa::Result> results;
+    try {
+        results = engine.answer(images, queries, options);
+    } catch (const vqa::Error& e) {
+        // A failure of the whole chunk (e.g. out of memory) fails its lines alone; later chunks still run.
+        results.assign(queries.size(), vqa::Result{});
+        for (vqa::Result& r : results) {
+            r.error_code = e.code();
+            r.error = e.what();
+        }
+    }
     std::vector<const vqa::Result*> by_line(lines.size(), nullptr);
     for (std::size_t q = 0; q < queries.size(); ++q) {
         by_line[query_line[q]] = &results[q];
@@ -147,7 +121,7 @@ int run_batch_chunk(const vqa::Engine& engine,
             record.update(answers_json(*by_line[i], options.return_attention));
             failures += by_line[i]->ok ? 0 : 1;
         }
-        out << record.dump() << "\n";
+        out << record.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";  // bad UTF-8 becomes U+FFFD
     }
     out.flush();
     return failures;
@@ -259,11 +233,13 @@ int main(int argc, char** argv) {
 
     try {
         vqa::EngineOptions options;
-        options.device = device == "cpu" ? vqa::Device::kCpu : device == "cuda" ? vqa::Device::kCuda : vqa::Device::kAuto;
+        options.device = device == "cpu"    ? vqa::Device::kCpu
+                         : device == "cuda" ? vqa::Device::kCuda
+                                            : vqa::Device::kAuto;
         options.threads = threads;
         options.max_batch = max_batch;
-        const vqa::Engine engine = vqa::Engine::load(model_dir.empty() ? vqa::tools::default_model_dir() : model_dir,
-                                                     options);
+        const vqa::Engine engine =
+            vqa::Engine::load(model_dir.empty() ? vqa::tools::default_model_dir() : model_dir, options);
         vqa::AnswerOptions answer_options;
         answer_options.top_k = top_k;
         answer_options.return_attention = attention;
@@ -280,7 +256,7 @@ int main(int argc, char** argv) {
                 records.push_back(record);
                 all_ok = all_ok && results[i].ok;
             }
-            out << records.dump(2) << "\n";
+            out << records.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
         } else {
             out << image << "\n";
             for (std::size_t i = 0; i < results.size(); ++i) {

@@ -1,9 +1,8 @@
 // ask MODEL_DIR IMAGE QUESTION...: prints the best answer to each question (C++ API).
-#include <vqa/engine.h>
-
 #include <cstdio>
 #include <string>
 #include <vector>
+#include <vqa/engine.h>
 
 int main(int argc, char** argv) {
     if (argc < 4) {

@@ -33,8 +33,8 @@ enum class Precision { kFp32, kFp16, kBf16 };
 
 struct EngineOptions {
     Device device = Device::kAuto;
-    int threads = 0;                    // CPU threads for the CPU backend; 0 = all cores
-    int max_batch = 64;                 // questions per forward pass; larger calls are split
+    int threads = 0;     // CPU threads for the CPU backend; 0 = all cores
+    int max_batch = 64;  // questions per forward pass; larger calls are split
     Precision precision = Precision::kFp32;
     int64_t max_image_pixels = 64'000'000;  // larger images are refused before decoding
 };
@@ -96,14 +96,14 @@ struct Answer {
 
 // Attention weights for display, per question.
 struct AttentionMaps {
-    int64_t image_tokens = 0;           // Ni (grid models: grid_height * grid_width, row-major)
-    int64_t grid_height = 0;            // 0 for region features
+    int64_t image_tokens = 0;  // Ni (grid models: grid_height * grid_width, row-major)
+    int64_t grid_height = 0;   // 0 for region features
     int64_t grid_width = 0;
-    int64_t text_tokens = 0;            // L
-    int64_t glimpses = 0;               // G
-    std::vector<float> image_pooling;   // [G, Ni]: the attention pooling weights over image tokens
-    std::vector<float> text_pooling;    // [G, L]
-    std::vector<std::string> tokens;    // the question's tokens (valid positions only)
+    int64_t text_tokens = 0;           // L
+    int64_t glimpses = 0;              // G
+    std::vector<float> image_pooling;  // [G, Ni]: the attention pooling weights over image tokens
+    std::vector<float> text_pooling;   // [G, L]
+    std::vector<std::string> tokens;   // the question's tokens (valid positions only)
 };
 
 struct Result {

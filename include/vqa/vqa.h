@@ -64,17 +64,10 @@ VQA_API int64_t vqa_engine_num_answers(const vqa_engine* engine);
 /* Answers one question about an image file, an encoded image in memory, or decoded RGB pixels [height, width, 3].
  * A problem with the image or the question is returned as the status (and vqa_last_error()); *result is then
  * NULL. */
-VQA_API vqa_status vqa_answer_file(const vqa_engine* engine,
-                                   const char* image_path,
-                                   const char* question,
-                                   int top_k,
-                                   vqa_result** result);
-VQA_API vqa_status vqa_answer_encoded(const vqa_engine* engine,
-                                      const uint8_t* bytes,
-                                      size_t size,
-                                      const char* question,
-                                      int top_k,
-                                      vqa_result** result);
+VQA_API vqa_status
+vqa_answer_file(const vqa_engine* engine, const char* image_path, const char* question, int top_k, vqa_result** result);
+VQA_API vqa_status vqa_answer_encoded(
+    const vqa_engine* engine, const uint8_t* bytes, size_t size, const char* question, int top_k, vqa_result** result);
 VQA_API vqa_status vqa_answer_pixels(const vqa_engine* engine,
                                      const uint8_t* rgb,
                                      int height,
