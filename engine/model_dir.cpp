@@ -1,5 +1,6 @@
 #include "engine/model_dir.h"
 
+#include <cmath>
 #include <sstream>
 #include <sys/stat.h>
 #include <unordered_set>
@@ -98,6 +99,28 @@ void check_model_tensors(const ModelConfig& config, const SafetensorsFile& weigh
     throw Error(ErrorCode::kModelFormat, message.str());
 }
 
+void check_finite_weights(const SafetensorsFile& weights) {
+    std::vector<std::string> bad;
+    for (const std::string& name : weights.names()) {
+        int64_t nan = 0;
+        int64_t inf = 0;
+        for (float v : weights.to_float(name)) {
+            nan += std::isnan(v) ? 1 : 0;
+            inf += std::isinf(v) ? 1 : 0;
+        }
+        if (nan + inf > 0) {
+            bad.push_back(detail::str_cat("'", name, "': ", nan, " NaN and ", inf, " infinite of ",
+                                          weights.info(name).numel, " values"));
+        }
+    }
+    if (!bad.empty()) {
+        std::ostringstream out;
+        out << weights.label() << ": non-finite weights (a diverged or corrupted model would answer NaN)";
+        append_section(out, "tensors", bad);
+        throw_error(ErrorCode::kModelFormat, out.str());
+    }
+}
+
 ModelDir load_model_dir(const std::string& path) {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
@@ -125,6 +148,7 @@ ModelDir load_model_dir(const std::string& path) {
     SafetensorsFile weights(dir + kWeightsFile);
     check_metadata(weights);
     check_model_tensors(config, weights, num_answers);
+    check_finite_weights(weights);
     vocab.check_rows(weights.info(kEmbedding).shape[0], kEmbedding);
 
     return ModelDir{path, std::move(config), std::move(weights), std::move(vocab), std::move(answers)};

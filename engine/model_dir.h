@@ -27,4 +27,7 @@ ModelDir load_model_dir(const std::string& path);
 // unexpected tensor. `num_answers` resolves the A dimension.
 void check_model_tensors(const ModelConfig& config, const SafetensorsFile& weights, int64_t num_answers);
 
+// kModelFormat listing every tensor that holds NaN or infinite values, with counts.
+void check_finite_weights(const SafetensorsFile& weights);
+
 }  // namespace vqa

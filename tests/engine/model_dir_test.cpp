@@ -34,6 +34,7 @@ struct ModelFiles {
     std::map<std::string, std::vector<int64_t>> tensors;  // name -> shape, F32
     std::string metadata = R"({"format":"vqa-engine","format_version":"1"})";
     std::string dtype = "F32";
+    std::map<std::string, std::string> f32_pattern;  // tensor -> 4 bytes repeated instead of the default fill
 
     // Every tensor the config implies, with V = kVocabRows and A = the answers count.
     void fill_tensors() {
@@ -59,7 +60,13 @@ struct ModelFiles {
                 numel *= d;
             }
             const std::size_t element = dtype == "F32" ? 4 : dtype == "I64" ? 8 : 2;
-            w.add_raw(name, dtype, shape, std::string(static_cast<std::size_t>(numel) * element, '\x3c'));
+            std::string data(static_cast<std::size_t>(numel) * element, '\x3c');
+            if (const auto it = f32_pattern.find(name); it != f32_pattern.end()) {
+                for (std::size_t i = 0; i + 4 <= data.size(); i += 4) {
+                    data.replace(i, 4, it->second);
+                }
+            }
+            w.add_raw(name, dtype, shape, data);
         }
         w.write(dir + "/model.safetensors");
     }
@@ -85,6 +92,20 @@ TEST_F(ModelDirTest, LoadsAValidDirectory) {
     EXPECT_EQ(model.weights.size(), files_.tensors.size());
     EXPECT_EQ(model.weights.info("text.embedding.weight").shape, (std::vector<int64_t>{kVocabRows, 6}));
     EXPECT_EQ(model.weights.to_float("head.norm.weight").size(), 8u);
+}
+
+TEST_F(ModelDirTest, NonFiniteWeightsAreReported) {
+    files_.f32_pattern["image.adapter.bias"] = std::string("\x00\x00\xc0\x7f", 4);  // NaN
+    files_.f32_pattern["head.norm.weight"] = std::string("\x00\x00\x80\xff", 4);    // -inf
+    try {
+        load();
+        FAIL() << "expected vqa::Error";
+    } catch (const Error& e) {
+        const std::string message = e.what();
+        EXPECT_EQ(e.code(), ErrorCode::kModelFormat);
+        EXPECT_NE(message.find("'image.adapter.bias': 8 NaN and 0 infinite of 8 values"), std::string::npos) << message;
+        EXPECT_NE(message.find("'head.norm.weight': 0 NaN and 8 infinite"), std::string::npos) << message;
+    }
 }
 
 TEST_F(ModelDirTest, HalfPrecisionWeightsAreAccepted) {
