@@ -54,6 +54,13 @@ ImageInput ImageInput::regions(RegionFeatures features, std::string name) {
     return in;
 }
 
+ImageInput ImageInput::region_file(std::string path) {
+    ImageInput in;
+    in.kind_ = Kind::kRegionFile;
+    in.name_ = std::move(path);
+    return in;
+}
+
 namespace {
 
 const char* image_encoder_name(ImageEncoder e) {

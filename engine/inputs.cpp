@@ -4,6 +4,7 @@
 
 #include "engine/image_io.h"
 #include "engine/json_util.h"
+#include "engine/region_features.h"
 #include "kernels/cpu/preprocess_image.h"
 
 namespace vqa {
@@ -57,6 +58,7 @@ PreparedImage prepare_grid_image(const ImageInput& image, const ModelConfig& con
             break;
         }
         case ImageInput::Kind::kRegions:
+        case ImageInput::Kind::kRegionFile:
             throw_error(ErrorCode::kInvalidArgument, image.name(), ": this model (image.encoder \"",
                         config.image.encoder == ImageEncoder::kCnn ? "cnn" : "resnet",
                         "\") takes images, not region features");
@@ -69,12 +71,17 @@ PreparedImage prepare_grid_image(const ImageInput& image, const ModelConfig& con
 }
 
 PreparedImage prepare_regions(const ImageInput& image, const ModelConfig& config) {
+    const RegionsConfig& rc = config.image.regions;
+    if (image.kind() == ImageInput::Kind::kRegionFile) {
+        // Read here, at answer time, so that a bad file fails only the questions about it.
+        RegionFeatures loaded = load_region_features(image.name(), rc.feature_dim);
+        return prepare_regions(ImageInput::regions(std::move(loaded), image.name()), config);
+    }
     if (image.kind() != ImageInput::Kind::kRegions) {
         throw_error(ErrorCode::kInvalidArgument, image.name(),
                     ": this model (image.encoder \"regions\") takes region features, not an image");
     }
     const RegionFeatures& in = image.region_features();
-    const RegionsConfig& rc = config.image.regions;
     if (in.feature_dim != rc.feature_dim) {
         throw_error(ErrorCode::kInvalidArgument, image.name(), ": expected ", rc.feature_dim,
                     " features per region (image.regions.feature_dim), got ", in.feature_dim);

@@ -23,7 +23,8 @@ struct PreparedImage {
 // Decodes (file, encoded bytes) or takes (pixels) an 8-bit RGB image and preprocesses it for the model.
 PreparedImage prepare_grid_image(const ImageInput& image, const ModelConfig& config, int64_t max_pixels);
 
-// Pads with zero rows or truncates (with a warning) to max_regions; box features per §4.4.
+// Pads with zero rows or truncates (with a warning) to max_regions; box features per §4.4. A region file
+// (ImageInput::region_file) is read here (engine/region_features.h).
 PreparedImage prepare_regions(const ImageInput& image, const ModelConfig& config);
 
 // Height and width of the grid of image tokens a grid encoder produces (tokens are row-major over it).

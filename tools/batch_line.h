@@ -12,14 +12,16 @@ namespace vqa::tools {
 constexpr int kMaxBatchLineDepth = 64;
 
 struct BatchLine {
-    int64_t number = 0;  // 1-based
-    nlohmann::json id;   // the line's id, or its number
-    std::string image;
+    int64_t number = 0;     // 1-based
+    nlohmann::json id;      // the line's id, or its number
+    std::string image;      // the image file, or the region feature file when `features`
+    bool features = false;  // the line gave "features" (a region feature file) instead of "image"
     std::string question;
     std::string error;  // set when the line cannot be used
 };
 
-// Parses `text`, line `number` of a batch file in `base_dir` (relative image paths are relative to it).
+// Parses `text`, line `number` of a batch file in `base_dir` (relative image and feature paths are relative to
+// it). A line names an image file ("image") or a region feature file ("features").
 // `seen_ids` holds the ids of the earlier lines (as JSON text): a repeated id is an error of this line.
 inline BatchLine parse_batch_line(const std::string& text,
                                   int64_t number,
@@ -56,13 +58,19 @@ inline BatchLine parse_batch_line(const std::string& text,
             return line;
         }
     }
-    for (const char* key : {"image", "question"}) {
+    if (j.contains("image") && j.contains("features")) {
+        line.error = "line " + std::to_string(number) + ": give \"image\" or \"features\", not both";
+        return line;
+    }
+    line.features = j.contains("features");
+    const char* image_key = line.features ? "features" : "image";
+    for (const char* key : {image_key, "question"}) {
         if (!j.contains(key) || !j[key].is_string()) {
             line.error = "line " + std::to_string(number) + ": expected a string field \"" + key + "\"";
             return line;
         }
     }
-    line.image = j["image"].get<std::string>();
+    line.image = j[image_key].get<std::string>();
     if (!line.image.empty() && line.image[0] != '/' && !base_dir.empty()) {
         line.image = base_dir + "/" + line.image;  // relative paths are relative to the batch file
     }

@@ -2,6 +2,7 @@
 //
 //   vqa_infer --image examples/images/shape0.png --question "what color is the shape?"
 //   vqa_infer --model DIR --image a.jpg -q "what is it?" -q "is it red?" --top-k 3 --json
+//   vqa_infer --model REGIONS_MODEL --features boxes.npz -q "what is it?"
 //   vqa_infer --model DIR --batch questions.jsonl --output answers.jsonl
 //
 // Exit status: 0 every question answered; 1 the model or the options could not be used (nothing answered);
@@ -87,9 +88,12 @@ int run_batch_chunk(const vqa::Engine& engine,
         if (!lines[i].error.empty()) {
             continue;
         }
-        auto [it, inserted] = image_index.emplace(lines[i].image, static_cast<int64_t>(images.size()));
+        // A path read both as an image and as region features is two inputs.
+        const std::string key = (lines[i].features ? "f:" : "i:") + lines[i].image;
+        auto [it, inserted] = image_index.emplace(key, static_cast<int64_t>(images.size()));
         if (inserted) {
-            images.push_back(vqa::ImageInput::file(lines[i].image));
+            images.push_back(lines[i].features ? vqa::ImageInput::region_file(lines[i].image)
+                                               : vqa::ImageInput::file(lines[i].image));
         }
         queries.push_back({it->second, lines[i].question});
         query_line.push_back(i);
@@ -116,7 +120,7 @@ int run_batch_chunk(const vqa::Engine& engine,
             record["error"] = {{"code", "invalid_argument"}, {"message", lines[i].error}};
             ++failures;
         } else {
-            record["image"] = lines[i].image;
+            record[lines[i].features ? "features" : "image"] = lines[i].image;
             record["question"] = lines[i].question;
             record.update(answers_json(*by_line[i], options.return_attention));
             failures += by_line[i]->ok ? 0 : 1;
@@ -179,6 +183,7 @@ int main(int argc, char** argv) {
     CLI::App app{"Answer questions about images with a VQA model exported to a model directory."};
     std::string model_dir;
     std::string image;
+    std::string features;
     std::vector<std::string> questions;
     std::string batch;
     std::string output;
@@ -191,10 +196,14 @@ int main(int argc, char** argv) {
     bool show_version = false;
     app.add_option("-m,--model", model_dir, "model directory (default: the bundled easy-VQA model)");
     auto* image_opt = app.add_option("-i,--image", image, "image file (JPEG, PNG, ...)");
+    auto* features_opt = app.add_option("-f,--features", features,
+                                        "region feature file (.npz in openvqa's layout, or .safetensors) for a "
+                                        "regions model, instead of --image");
     auto* question_opt = app.add_option("-q,--question", questions, "a question about the image (repeatable)");
     auto* batch_opt = app.add_option("-b,--batch", batch,
-                                     "JSON Lines file of {\"image\", \"question\"[, \"id\"]} (image paths relative to "
-                                     "the file's folder): one result line per input line, written as it goes");
+                                     "JSON Lines file of {\"image\" or \"features\", \"question\"[, \"id\"]} (paths "
+                                     "relative to the file's folder): one result line per input line, written as it "
+                                     "goes");
     app.add_option("-o,--output", output, "write results here instead of standard output");
     app.add_option("-k,--top-k", top_k, "answers per question")->check(CLI::Range(1, 1000));
     app.add_flag("--json", as_json, "print JSON instead of text");
@@ -204,8 +213,11 @@ int main(int argc, char** argv) {
     app.add_option("--max-batch", max_batch, "questions per forward pass")->check(CLI::Range(1, 65536));
     app.add_flag("--version", show_version, "print the library version");
     image_opt->needs(question_opt);
-    question_opt->needs(image_opt);
+    features_opt->needs(question_opt);
+    features_opt->excludes(image_opt);
     batch_opt->excludes(image_opt);
+    batch_opt->excludes(features_opt);
+    question_opt->excludes(batch_opt);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -216,8 +228,8 @@ int main(int argc, char** argv) {
         std::cout << "vqa_infer " << vqa::version() << "\n";
         return 0;
     }
-    if (image.empty() && batch.empty()) {
-        std::cerr << "vqa_infer: give --image with --question, or --batch (see --help)\n";
+    if (image.empty() && features.empty() && batch.empty()) {
+        std::cerr << "vqa_infer: give --image or --features with --question, or --batch (see --help)\n";
         return 2;
     }
 
@@ -246,19 +258,23 @@ int main(int argc, char** argv) {
         if (!batch.empty()) {
             return run_batch(engine, batch, max_batch, answer_options, out);
         }
-        const std::vector<vqa::Result> results = engine.answer(vqa::ImageInput::file(image), questions, answer_options);
+        const bool from_features = !features.empty();
+        const std::string& input_path = from_features ? features : image;
+        const vqa::ImageInput input =
+            from_features ? vqa::ImageInput::region_file(features) : vqa::ImageInput::file(image);
+        const std::vector<vqa::Result> results = engine.answer(input, questions, answer_options);
         bool all_ok = true;
         if (as_json) {
             json records = json::array();
             for (std::size_t i = 0; i < results.size(); ++i) {
-                json record = {{"image", image}, {"question", questions[i]}};
+                json record = {{from_features ? "features" : "image", input_path}, {"question", questions[i]}};
                 record.update(answers_json(results[i], attention));
                 records.push_back(record);
                 all_ok = all_ok && results[i].ok;
             }
             out << records.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
         } else {
-            out << image << "\n";
+            out << input_path << "\n";
             for (std::size_t i = 0; i < results.size(); ++i) {
                 print_human(out, questions[i], results[i]);
                 all_ok = all_ok && results[i].ok;

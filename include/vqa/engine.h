@@ -52,21 +52,27 @@ struct RegionFeatures {
 // One image, from any of the sources a caller may have at hand.
 class VQA_API ImageInput {
 public:
-    enum class Kind { kFile, kEncoded, kPixels, kRegions };
+    enum class Kind { kFile, kEncoded, kPixels, kRegions, kRegionFile };
 
+    // An image file (JPEG, PNG, ...), for grid models.
     static ImageInput file(std::string path);
     // An encoded image (JPEG, PNG, ...) in memory; `name` labels it in error messages.
     static ImageInput encoded(std::vector<uint8_t> bytes, std::string name = "<memory>");
     // Decoded 8-bit RGB pixels, row-major [height, width, 3].
     static ImageInput pixels(int height, int width, std::vector<uint8_t> rgb, std::string name = "<pixels>");
+    // Region features in memory, for regions models.
     static ImageInput regions(RegionFeatures features, std::string name = "<regions>");
+    // A region feature file (openvqa's .npz layout or safetensors; docs/model-format.md, "Region feature
+    // files"), for regions models. It is read when answering: a missing or malformed file fails only the
+    // questions about it.
+    static ImageInput region_file(std::string path);
 
     Kind kind() const { return kind_; }
-    const std::string& name() const { return name_; }  // the path for files
+    const std::string& name() const { return name_; }  // the path for files and region files
     const std::vector<uint8_t>& bytes() const { return bytes_; }
     int height() const { return height_; }
     int width() const { return width_; }
-    const RegionFeatures& region_features() const { return regions_; }
+    const RegionFeatures& region_features() const { return regions_; }  // kRegions only
 
 private:
     Kind kind_ = Kind::kFile;

@@ -100,3 +100,41 @@ def test_attention_maps_in_json() -> None:
     assert att["grid"] == [4, 4] and len(att["image_pooling"]) == att["glimpses"] * 16
     assert abs(sum(att["image_pooling"]) - att["glimpses"]) < 1e-4
     assert att["tokens"] == ["what", "is", "the", "blue", "shape"]
+
+
+OPENVQA = ROOT / "tests/goldens-openvqa/mcan_tiny"
+
+
+def test_region_features_file(tmp_path: Path) -> None:
+    npz = run("--model", str(OPENVQA), "--features", str(OPENVQA / "image0.npz"), "-q", "what is it?", "--json",
+              "-k", "3")
+    assert npz.returncode == 0, npz.stderr
+    record = json.loads(npz.stdout)[0]
+    assert record["features"] == str(OPENVQA / "image0.npz") and len(record["answers"]) == 3
+    st = run("--model", str(OPENVQA), "--features", str(OPENVQA / "image0.safetensors"), "-q", "what is it?",
+             "--json", "-k", "3")
+    assert st.returncode == 0, st.stderr
+    assert json.loads(st.stdout)[0]["answers"] == record["answers"]
+    assert run("--model", str(OPENVQA), "--features", str(OPENVQA / "image0.npz")).returncode == 2  # no question
+    assert run("--features", "a.npz", "--image", "b.png", "-q", "what?").returncode == 2
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really")
+    p = run("--model", str(OPENVQA), "--features", str(tmp_path / "broken.npz"), "-q", "what is it?")
+    assert p.returncode == 3 and "broken.npz" in p.stdout and "invalid_argument" in p.stdout
+
+
+def test_batch_features_lines(tmp_path: Path) -> None:
+    (tmp_path / "image1.npz").write_bytes((OPENVQA / "image1.npz").read_bytes())
+    lines = [
+        json.dumps({"id": "a", "features": "image1.npz", "question": "what is it?"}),
+        json.dumps({"id": "b", "features": str(OPENVQA / "image2.safetensors"), "question": "what is it?"}),
+        json.dumps({"id": "c", "features": "missing.npz", "question": "what is it?"}),
+        json.dumps({"id": "d", "features": "image1.npz", "image": "x.png", "question": "what is it?"}),
+    ]
+    (tmp_path / "batch.jsonl").write_text("\n".join(lines) + "\n")
+    p = run("--model", str(OPENVQA), "--batch", str(tmp_path / "batch.jsonl"))
+    assert p.returncode == 3, p.stderr
+    out = {r["id"]: r for r in map(json.loads, p.stdout.splitlines())}
+    assert out["a"]["features"] == str(tmp_path / "image1.npz") and "answers" in out["a"]
+    assert "answers" in out["b"]
+    assert out["c"]["error"]["code"] == "io" and "missing.npz" in out["c"]["error"]["message"]
+    assert "not both" in out["d"]["error"]["message"]
