@@ -31,7 +31,7 @@ void bias_act(const float* x, const float* bias, float* y, int64_t rows, int64_t
 void relu_inplace(float* x, int64_t n) {
     VQA_CHECK(n >= 0, kInvalidArgument, "cpu::relu_inplace: expected n >= 0, got ", n);
     VQA_CHECK(n == 0 || x != nullptr, kInvalidArgument, "cpu::relu_inplace: x must not be null");
-#pragma omp parallel for simd schedule(static) if (n >= kParallelMinElements)
+#pragma omp parallel for schedule(static) if (n >= kParallelMinElements)
     for (int64_t i = 0; i < n; ++i) {
         x[i] = apply_activation(x[i], Activation::kRelu);
     }
@@ -40,7 +40,7 @@ void relu_inplace(float* x, int64_t n) {
 void add_inplace(float* y, const float* x, int64_t n) {
     VQA_CHECK(n >= 0, kInvalidArgument, "cpu::add_inplace: expected n >= 0, got ", n);
     VQA_CHECK(n == 0 || (x != nullptr && y != nullptr), kInvalidArgument, "cpu::add_inplace: x and y must not be null");
-#pragma omp parallel for simd schedule(static) if (n >= kParallelMinElements)
+#pragma omp parallel for schedule(static) if (n >= kParallelMinElements)
     for (int64_t i = 0; i < n; ++i) {
         y[i] += x[i];
     }
