@@ -70,35 +70,28 @@ PreparedImage prepare_grid_image(const ImageInput& image, const ModelConfig& con
     return out;
 }
 
-PreparedImage prepare_regions(const ImageInput& image, const ModelConfig& config) {
+namespace {
+
+// §4.4 on features already in memory; `name` labels the image in messages.
+PreparedImage pad_regions(const RegionFeatures& in, const std::string& name, const ModelConfig& config) {
     const RegionsConfig& rc = config.image.regions;
-    if (image.kind() == ImageInput::Kind::kRegionFile) {
-        // Read here, at answer time, so that a bad file fails only the questions about it.
-        RegionFeatures loaded = load_region_features(image.name(), rc.feature_dim);
-        return prepare_regions(ImageInput::regions(std::move(loaded), image.name()), config);
-    }
-    if (image.kind() != ImageInput::Kind::kRegions) {
-        throw_error(ErrorCode::kInvalidArgument, image.name(),
-                    ": this model (image.encoder \"regions\") takes region features, not an image");
-    }
-    const RegionFeatures& in = image.region_features();
     if (in.feature_dim != rc.feature_dim) {
-        throw_error(ErrorCode::kInvalidArgument, image.name(), ": expected ", rc.feature_dim,
+        throw_error(ErrorCode::kInvalidArgument, name, ": expected ", rc.feature_dim,
                     " features per region (image.regions.feature_dim), got ", in.feature_dim);
     }
     if (in.num_regions < 0 || static_cast<int64_t>(in.features.size()) != in.num_regions * in.feature_dim) {
-        throw_error(ErrorCode::kInvalidArgument, image.name(), ": expected ", in.num_regions, "x", in.feature_dim,
+        throw_error(ErrorCode::kInvalidArgument, name, ": expected ", in.num_regions, "x", in.feature_dim,
                     " feature values, got ", in.features.size());
     }
     for (float v : in.features) {
         if (!std::isfinite(v)) {
-            throw_error(ErrorCode::kInvalidArgument, image.name(), ": region features hold NaN or infinity");
+            throw_error(ErrorCode::kInvalidArgument, name, ": region features hold NaN or infinity");
         }
     }
     PreparedImage out;
     const int64_t kept = std::min<int64_t>(in.num_regions, rc.max_regions);
     if (in.num_regions > rc.max_regions) {
-        out.warnings.push_back(image.name() + ": " + std::to_string(in.num_regions) + " regions, kept the first " +
+        out.warnings.push_back(name + ": " + std::to_string(in.num_regions) + " regions, kept the first " +
                                std::to_string(rc.max_regions) + " (image.regions.max_regions)");
     }
     out.regions.assign(static_cast<std::size_t>(rc.max_regions) * rc.feature_dim, 0.0f);
@@ -107,12 +100,12 @@ PreparedImage prepare_regions(const ImageInput& image, const ModelConfig& config
         return out;
     }
     if (static_cast<int64_t>(in.boxes.size()) != in.num_regions * 4) {
-        throw_error(ErrorCode::kInvalidArgument, image.name(), ": this model uses box features: expected ",
-                    in.num_regions, "x4 box values, got ", in.boxes.size());
+        throw_error(ErrorCode::kInvalidArgument, name, ": this model uses box features: expected ", in.num_regions,
+                    "x4 box values, got ", in.boxes.size());
     }
     if (!(in.image_width > 0.0f) || !(in.image_height > 0.0f)) {
-        throw_error(ErrorCode::kInvalidArgument, image.name(),
-                    ": box features need the image width and height > 0, got ", in.image_width, "x", in.image_height);
+        throw_error(ErrorCode::kInvalidArgument, name, ": box features need the image width and height > 0, got ",
+                    in.image_width, "x", in.image_height);
     }
     out.boxes5.assign(static_cast<std::size_t>(rc.max_regions) * 5, 0.0f);
     const float w = in.image_width;
@@ -127,6 +120,20 @@ PreparedImage prepare_regions(const ImageInput& image, const ModelConfig& config
         o[4] = (b[2] - b[0]) * (b[3] - b[1]) / (w * h);  // the same order of operations as the reference
     }
     return out;
+}
+
+}  // namespace
+
+PreparedImage prepare_regions(const ImageInput& image, const ModelConfig& config) {
+    if (image.kind() == ImageInput::Kind::kRegionFile) {
+        // Read here, at answer time, so that a bad file fails only the questions about it.
+        return pad_regions(load_region_features(image.name(), config.image.regions.feature_dim), image.name(), config);
+    }
+    if (image.kind() != ImageInput::Kind::kRegions) {
+        throw_error(ErrorCode::kInvalidArgument, image.name(),
+                    ": this model (image.encoder \"regions\") takes region features, not an image");
+    }
+    return pad_regions(image.region_features(), image.name(), config);
 }
 
 std::pair<int64_t, int64_t> image_grid(const ModelConfig& config) {
