@@ -1,0 +1,493 @@
+// vqa_bench: time Engine::answer() on synthetic inputs, per batch size.
+//
+//   vqa_bench --model models/easy-vqa --batch 1,8,64,256 --threads 2
+//   vqa_bench --model DIR --json --dump-inputs inputs.json   # the same work for tools/bench_torch.py --inputs
+//
+// A call of batch B answers B questions about ceil(B / questions-per-image) images, question q about image
+// q / questions-per-image, so each image is encoded once for all of its questions. The inputs are synthetic and
+// fixed by --seed: random RGB pixels at the model's input size (grid encoders) or random region features and boxes
+// (regions encoder), and questions of random words from the model's vocab.json. The generator is splitmix64 over
+// a counter (docs/benchmarks.md); tools/bench_torch.py reproduces it.
+//
+// Timed: the whole answer() call (tokenizing, normalising the pixels or padding the regions, the forward pass,
+// softmax and top-k, the answer strings). Not timed: making the inputs, loading the model.
+//
+// Exit status: 0 done; 1 the model could not be loaded or a question failed; 2 usage error.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <sys/resource.h>
+#include <thread>
+#include <vector>
+
+#include "tools/model_path.h"
+#include "vqa/engine.h"
+
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr uint64_t kImageStreamTag = 0x696d616765730000ULL;     // "images\0\0"
+constexpr uint64_t kQuestionStreamTag = 0x7175657374696f6eULL;  // "question"
+// Region boxes are drawn inside an image of this size (pixels).
+constexpr int kRegionImageWidth = 640;
+constexpr int kRegionImageHeight = 480;
+constexpr const char* kInputsFormat = "vqa_bench-inputs/1";
+// The environment variables that change what the CPU backend does; printed so that a result can be reproduced.
+constexpr const char* kReportedEnv[] = {"OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OMP_PROC_BIND",
+                                        "GOMP_CPU_AFFINITY"};
+
+uint64_t splitmix64(uint64_t x) {
+    uint64_t z = x + 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+// Value i of stream `index` of a family: splitmix64(splitmix64(splitmix64(seed ^ tag) + index) + i), mod 2^64.
+class Stream {
+public:
+    Stream(uint64_t seed, uint64_t tag, uint64_t index) : key_(splitmix64(splitmix64(seed ^ tag) + index)) {}
+    uint64_t at(uint64_t i) const { return splitmix64(key_ + i); }
+
+private:
+    uint64_t key_;
+};
+
+// What the generator needs to know about the model, read from its directory (the public API does not expose the
+// vocabulary or the region sizes).
+struct BenchModel {
+    bool regions = false;
+    int height = 0;  // grid encoders: image.input
+    int width = 0;
+    int64_t max_regions = 0;  // regions encoder
+    int64_t feature_dim = 0;
+    bool box_features = false;
+    int64_t max_length = 0;          // text.tokenizer.max_length
+    std::vector<std::string> words;  // vocab.json tokens other than pad and unk, by id
+};
+
+json read_json_file(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) {
+        throw std::runtime_error("cannot open " + path);
+    }
+    try {
+        return json::parse(in);
+    } catch (const json::exception& e) {
+        throw std::runtime_error(path + ": " + e.what());
+    }
+}
+
+BenchModel read_bench_model(const std::string& dir) {
+    const json config = read_json_file(dir + "/config.json");
+    const json vocab = read_json_file(dir + "/vocab.json");
+    BenchModel m;
+    try {
+        const json& image = config.at("image");
+        m.regions = image.at("encoder").get<std::string>() == "regions";
+        if (m.regions) {
+            const json& r = image.at("regions");
+            m.max_regions = r.at("max_regions").get<int64_t>();
+            m.feature_dim = r.at("feature_dim").get<int64_t>();
+            m.box_features = r.at("box_features").get<bool>();
+        } else {
+            m.height = image.at("input").at("height").get<int>();
+            m.width = image.at("input").at("width").get<int>();
+        }
+        const json& tokenizer = config.at("text").at("tokenizer");
+        m.max_length = tokenizer.at("max_length").get<int64_t>();
+        const auto pad = tokenizer.at("pad_id").get<int64_t>();
+        const auto unk = tokenizer.at("unk_id").get<int64_t>();
+        std::vector<std::pair<int64_t, std::string>> by_id;
+        for (const auto& [token, id] : vocab.items()) {
+            const auto value = id.get<int64_t>();
+            if (value != pad && value != unk && !token.empty() && token.find(' ') == std::string::npos) {
+                by_id.emplace_back(value, token);
+            }
+        }
+        std::sort(by_id.begin(), by_id.end());
+        for (auto& entry : by_id) {
+            m.words.push_back(std::move(entry.second));
+        }
+    } catch (const json::exception& e) {
+        throw std::runtime_error(dir + ": config.json or vocab.json: " + e.what());
+    }
+    if (m.words.empty() || m.max_length < 1) {
+        throw std::runtime_error(dir + ": vocab.json has no words besides pad and unk, or max_length < 1");
+    }
+    return m;
+}
+
+// Image `index` of the run: the same for every batch size.
+vqa::ImageInput make_image(const BenchModel& m, uint64_t seed, int64_t index) {
+    const Stream s(seed, kImageStreamTag, static_cast<uint64_t>(index));
+    const std::string name = "synthetic-" + std::to_string(index);
+    if (!m.regions) {
+        std::vector<uint8_t> rgb(static_cast<std::size_t>(m.height) * m.width * 3);
+        for (std::size_t i = 0; i < rgb.size(); ++i) {
+            rgb[i] = static_cast<uint8_t>(s.at(i) >> 56);
+        }
+        return vqa::ImageInput::pixels(m.height, m.width, std::move(rgb), name);
+    }
+    vqa::RegionFeatures f;
+    f.num_regions = m.max_regions;
+    f.feature_dim = m.feature_dim;
+    f.features.resize(static_cast<std::size_t>(m.max_regions * m.feature_dim));
+    for (std::size_t i = 0; i < f.features.size(); ++i) {
+        f.features[i] = static_cast<float>(s.at(i) >> 40) * 0x1p-24f;  // [0, 1), exact in fp32
+    }
+    if (m.box_features) {
+        f.image_width = static_cast<float>(kRegionImageWidth);
+        f.image_height = static_cast<float>(kRegionImageHeight);
+        const auto base = static_cast<uint64_t>(f.features.size());
+        for (uint64_t r = 0; r < static_cast<uint64_t>(m.max_regions); ++r) {
+            const uint64_t x1 = s.at(base + 4 * r) % (kRegionImageWidth / 2);
+            const uint64_t y1 = s.at(base + 4 * r + 1) % (kRegionImageHeight / 2);
+            const uint64_t w = 32 + s.at(base + 4 * r + 2) % (kRegionImageWidth / 2 - 32);
+            const uint64_t h = 24 + s.at(base + 4 * r + 3) % (kRegionImageHeight / 2 - 24);
+            for (uint64_t v : {x1, y1, x1 + w, y1 + h}) {
+                f.boxes.push_back(static_cast<float>(v));
+            }
+        }
+    }
+    return vqa::ImageInput::regions(std::move(f), name);
+}
+
+// Question `index` of the run: 1..max_length random words, the same for every batch size.
+std::string make_question(const BenchModel& m, uint64_t seed, int64_t index) {
+    const Stream s(seed, kQuestionStreamTag, static_cast<uint64_t>(index));
+    const uint64_t words = 1 + s.at(0) % static_cast<uint64_t>(m.max_length);
+    std::string question;
+    for (uint64_t i = 0; i < words; ++i) {
+        question += (i == 0 ? "" : " ") + m.words[s.at(1 + i) % m.words.size()];
+    }
+    return question;
+}
+
+struct Workload {
+    int batch = 0;
+    std::vector<vqa::ImageInput> images;
+    std::vector<vqa::Query> queries;
+};
+
+Workload make_workload(const BenchModel& m, uint64_t seed, int batch, int questions_per_image) {
+    Workload w;
+    w.batch = batch;
+    const int images = (batch + questions_per_image - 1) / questions_per_image;
+    for (int i = 0; i < images; ++i) {
+        w.images.push_back(make_image(m, seed, i));
+    }
+    for (int q = 0; q < batch; ++q) {
+        w.queries.push_back({q / questions_per_image, make_question(m, seed, q)});
+    }
+    return w;
+}
+
+struct Timing {
+    double median_ms = 0.0;
+    double p90_ms = 0.0;
+    double mean_ms = 0.0;
+    double min_ms = 0.0;
+    double max_ms = 0.0;
+};
+
+// Median (mean of the two middle values for an even count) and nearest-rank p90.
+Timing summarize(std::vector<double> ms) {
+    std::sort(ms.begin(), ms.end());
+    const std::size_t n = ms.size();
+    Timing t;
+    t.median_ms = n % 2 == 1 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+    const auto rank = static_cast<std::size_t>((9 * n + 9) / 10);  // ceil(0.9 n)
+    t.p90_ms = ms[std::max<std::size_t>(rank, 1) - 1];
+    double sum = 0.0;
+    for (double v : ms) {
+        sum += v;
+    }
+    t.mean_ms = sum / static_cast<double>(n);
+    t.min_ms = ms.front();
+    t.max_ms = ms.back();
+    return t;
+}
+
+double peak_rss_mib() {
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux: KiB
+}
+
+struct BatchResult {
+    int batch = 0;
+    int images = 0;
+    Timing timing;
+    double questions_per_s = 0.0;
+    double peak_rss_mib = 0.0;
+    std::vector<std::string> answers;  // top-1 answer of each question, from the last timed call
+};
+
+void check_results(const std::vector<vqa::Result>& results) {
+    for (std::size_t i = 0; i < results.size(); ++i) {
+        if (!results[i].ok) {
+            throw std::runtime_error("question " + std::to_string(i) + " failed (" +
+                                     vqa::error_code_name(results[i].error_code) + "): " + results[i].error);
+        }
+    }
+}
+
+BatchResult run_batch(const vqa::Engine& engine, const Workload& w, int warmup, int iters) {
+    for (int i = 0; i < warmup; ++i) {
+        check_results(engine.answer(w.images, w.queries));
+    }
+    std::vector<double> ms;
+    std::vector<vqa::Result> last;
+    for (int i = 0; i < iters; ++i) {
+        const Clock::time_point start = Clock::now();
+        std::vector<vqa::Result> results = engine.answer(w.images, w.queries);
+        const Clock::time_point stop = Clock::now();
+        ms.push_back(std::chrono::duration<double, std::milli>(stop - start).count());
+        check_results(results);
+        last = std::move(results);
+    }
+    BatchResult r;
+    r.batch = w.batch;
+    r.images = static_cast<int>(w.images.size());
+    r.timing = summarize(ms);
+    r.questions_per_s = w.batch / (r.timing.median_ms / 1000.0);
+    r.peak_rss_mib = peak_rss_mib();
+    for (const vqa::Result& result : last) {
+        r.answers.push_back(result.answers.empty() ? "" : result.answers.front().text);
+    }
+    return r;
+}
+
+const char* device_name(vqa::Device d) {
+    switch (d) {
+        case vqa::Device::kCpu:
+            return "cpu";
+        case vqa::Device::kCuda:
+            return "cuda";
+        case vqa::Device::kAuto:
+            return "auto";
+    }
+    return "?";
+}
+
+struct Settings {
+    std::string model_dir;
+    std::string device = "auto";
+    std::vector<int> batches{1, 8, 64, 256};
+    int questions_per_image = 4;
+    int threads = 0;
+    int warmup = 3;
+    int iters = 20;
+    int max_batch = 0;
+    uint64_t seed = 0;
+    bool as_json = false;
+    std::string dump_inputs;
+};
+
+json image_json(const BenchModel& m) {
+    if (m.regions) {
+        return {{"kind", "regions"},       {"num_regions", m.max_regions},     {"feature_dim", m.feature_dim},
+                {"boxes", m.box_features}, {"image_width", kRegionImageWidth}, {"image_height", kRegionImageHeight}};
+    }
+    return {{"kind", "pixels"}, {"height", m.height}, {"width", m.width}};
+}
+
+void dump_inputs(const Settings& s, const BenchModel& m, const std::vector<Workload>& workloads) {
+    json batches = json::array();
+    for (const Workload& w : workloads) {
+        json questions = json::array();
+        json image_index = json::array();
+        for (const vqa::Query& q : w.queries) {
+            questions.push_back(q.question);
+            image_index.push_back(q.image);
+        }
+        batches.push_back(
+            {{"batch", w.batch}, {"images", w.images.size()}, {"image_index", image_index}, {"questions", questions}});
+    }
+    const json out = {{"format", kInputsFormat},
+                      {"generator", "splitmix64"},
+                      {"seed", s.seed},
+                      {"model", s.model_dir},
+                      {"questions_per_image", s.questions_per_image},
+                      {"image", image_json(m)},
+                      {"batches", batches}};
+    std::ofstream file(s.dump_inputs);
+    if (!(file << out.dump(1) << "\n")) {
+        throw std::runtime_error("cannot write " + s.dump_inputs);
+    }
+}
+
+json report_json(const Settings& s,
+                 const BenchModel& m,
+                 const vqa::ModelInfo& info,
+                 double load_ms,
+                 const std::vector<BatchResult>& results) {
+    json env = json::object();
+    for (const char* name : kReportedEnv) {
+        const char* value = std::getenv(name);
+        env[name] = value != nullptr ? json(value) : json(nullptr);
+    }
+    json rows = json::array();
+    for (const BatchResult& r : results) {
+        rows.push_back({{"batch", r.batch},
+                        {"images", r.images},
+                        {"latency_ms",
+                         {{"median", r.timing.median_ms},
+                          {"p90", r.timing.p90_ms},
+                          {"mean", r.timing.mean_ms},
+                          {"min", r.timing.min_ms},
+                          {"max", r.timing.max_ms}}},
+                        {"questions_per_s", r.questions_per_s},
+                        {"peak_rss_mib", r.peak_rss_mib},
+                        {"answers", r.answers}});
+    }
+    return {{"tool", "vqa_bench"},
+            {"version", vqa::version()},
+            {"model",
+             {{"path", s.model_dir},
+              {"name", info.name},
+              {"image_encoder", info.image_encoder},
+              {"text_encoder", info.text_encoder},
+              {"fusion", info.fusion},
+              {"head", info.head},
+              {"hidden", info.hidden},
+              {"heads", info.heads},
+              {"layers", info.layers},
+              {"parameters", info.parameters},
+              {"max_length", m.max_length},
+              {"image", image_json(m)}}},
+            {"device", device_name(info.device)},
+            {"threads", s.threads},
+            {"hardware_threads", std::thread::hardware_concurrency()},
+            {"env", env},
+            {"questions_per_image", s.questions_per_image},
+            {"max_batch", s.max_batch},
+            {"warmup", s.warmup},
+            {"iters", s.iters},
+            {"seed", s.seed},
+            {"timed", "Engine::answer(): tokenize, image preparation, forward, top-1 answers"},
+            {"load_ms", load_ms},
+            {"results", rows},
+            {"peak_rss_mib", peak_rss_mib()}};
+}
+
+void print_table(std::ostream& out,
+                 const Settings& s,
+                 const vqa::ModelInfo& info,
+                 double load_ms,
+                 const std::vector<BatchResult>& results) {
+    char line[256];
+    out << "vqa_bench " << vqa::version() << ": " << info.name << " (" << info.image_encoder << " / "
+        << info.text_encoder << " / " << info.fusion << " / " << info.head << ", d=" << info.hidden << ", "
+        << info.heads << " heads, " << info.layers << " layers, " << info.parameters << " parameters)\n";
+    std::snprintf(line, sizeof line,
+                  "device %s, threads %d (0 = all %u cores), %d questions per image, max_batch %d, warmup %d, "
+                  "iters %d, load %.1f ms\n",
+                  device_name(info.device), s.threads, std::thread::hardware_concurrency(), s.questions_per_image,
+                  s.max_batch, s.warmup, s.iters, load_ms);
+    out << line;
+    std::snprintf(line, sizeof line, "%7s %7s %12s %12s %14s %14s\n", "batch", "images", "median ms", "p90 ms",
+                  "questions/s", "peak RSS MiB");
+    out << line;
+    for (const BatchResult& r : results) {
+        std::snprintf(line, sizeof line, "%7d %7d %12.3f %12.3f %14.1f %14.1f\n", r.batch, r.images, r.timing.median_ms,
+                      r.timing.p90_ms, r.questions_per_s, r.peak_rss_mib);
+        out << line;
+    }
+}
+
+int run(Settings s) {
+    if (s.max_batch == 0) {
+        s.max_batch = *std::max_element(s.batches.begin(), s.batches.end());
+    }
+    const BenchModel m = read_bench_model(s.model_dir);
+    std::vector<Workload> workloads;
+    for (int batch : s.batches) {
+        workloads.push_back(make_workload(m, s.seed, batch, s.questions_per_image));
+    }
+    if (!s.dump_inputs.empty()) {
+        dump_inputs(s, m, workloads);
+    }
+
+    vqa::EngineOptions options;
+    options.device = s.device == "cpu"    ? vqa::Device::kCpu
+                     : s.device == "cuda" ? vqa::Device::kCuda
+                                          : vqa::Device::kAuto;
+    options.threads = s.threads;
+    options.max_batch = s.max_batch;
+    const Clock::time_point start = Clock::now();
+    const vqa::Engine engine = vqa::Engine::load(s.model_dir, options);
+    const double load_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+
+    std::vector<BatchResult> results;
+    for (const Workload& w : workloads) {
+        results.push_back(run_batch(engine, w, s.warmup, s.iters));
+    }
+    if (s.as_json) {
+        std::cout << report_json(s, m, engine.info(), load_ms, results).dump(2) << "\n";
+    } else {
+        print_table(std::cout, s, engine.info(), load_ms, results);
+    }
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"Time Engine::answer() on synthetic images and questions, per batch size."};
+    Settings s;
+    app.add_option("-m,--model", s.model_dir, "model directory (default: the bundled easy-VQA model)");
+    app.add_option("--device", s.device, "auto (CUDA when built and present, else the CPU), cpu or cuda")
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+        ->capture_default_str();
+    app.add_option("--batch", s.batches, "questions per answer() call, comma-separated")
+        ->delimiter(',')
+        ->check(CLI::Range(1, 1 << 20))
+        ->capture_default_str();
+    app.add_option("--questions-per-image", s.questions_per_image, "questions about each image of a call")
+        ->check(CLI::Range(1, 1 << 20))
+        ->capture_default_str();
+    app.add_option("--threads", s.threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+    app.add_option("--warmup", s.warmup, "untimed calls per batch size")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    app.add_option("--iters", s.iters, "timed calls per batch size")
+        ->check(CLI::Range(1, 1 << 20))
+        ->capture_default_str();
+    app.add_option("--max-batch", s.max_batch,
+                   "EngineOptions::max_batch (0 = the largest --batch: every call is one forward pass)")
+        ->check(CLI::Range(0, 1 << 20));
+    app.add_option("--seed", s.seed, "seed of the synthetic inputs")->capture_default_str();
+    app.add_flag("--json", s.as_json, "print JSON instead of a table");
+    app.add_option("--dump-inputs", s.dump_inputs,
+                   "write the questions, image indices and pixel seed used here (for tools/bench_torch.py --inputs)");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        const int code = app.exit(e);
+        return code == 0 ? 0 : 2;
+    }
+    if (s.model_dir.empty()) {
+        s.model_dir = vqa::tools::default_model_dir();
+    }
+    try {
+        return run(s);
+    } catch (const vqa::Error& e) {
+        std::cerr << "vqa_bench: error (" << vqa::error_code_name(e.code()) << "): " << e.what() << "\n";
+        return 1;
+    } catch (const std::exception& e) {
+        std::cerr << "vqa_bench: error: " << e.what() << "\n";
+        return 1;
+    }
+}
