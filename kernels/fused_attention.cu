@@ -335,35 +335,25 @@ void fused_attention_cuda(const cpu::AttentionParams& params,
 
 }  // namespace
 
+template <typename T>
 void fused_attention(const cpu::AttentionParams& params,
-                     const float* q,
-                     const float* k,
-                     const float* v,
+                     const T* q,
+                     std::add_pointer_t<const T> k,
+                     std::add_pointer_t<const T> v,
                      const uint8_t* mask,
-                     float* o,
+                     std::add_pointer_t<T> o,
                      float* probs,
                      cudaStream_t stream) {
     fused_attention_cuda(params, q, k, v, mask, o, probs, stream);
 }
-void fused_attention(const cpu::AttentionParams& params,
-                     const __half* q,
-                     const __half* k,
-                     const __half* v,
-                     const uint8_t* mask,
-                     __half* o,
-                     float* probs,
-                     cudaStream_t stream) {
-    fused_attention_cuda(params, q, k, v, mask, o, probs, stream);
-}
-void fused_attention(const cpu::AttentionParams& params,
-                     const __nv_bfloat16* q,
-                     const __nv_bfloat16* k,
-                     const __nv_bfloat16* v,
-                     const uint8_t* mask,
-                     __nv_bfloat16* o,
-                     float* probs,
-                     cudaStream_t stream) {
-    fused_attention_cuda(params, q, k, v, mask, o, probs, stream);
-}
+
+// The element types the header promises.
+#define VQA_INSTANTIATE_FUSED_ATTENTION(T)                                                                          \
+    template void fused_attention<T>(const cpu::AttentionParams&, const T*, const T*, const T*, const uint8_t*, T*, \
+                                     float*, cudaStream_t);
+VQA_INSTANTIATE_FUSED_ATTENTION(float)
+VQA_INSTANTIATE_FUSED_ATTENTION(__half)
+VQA_INSTANTIATE_FUSED_ATTENTION(__nv_bfloat16)
+#undef VQA_INSTANTIATE_FUSED_ATTENTION
 
 }  // namespace vqa::cuda

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/check.h"
 #include "kernels/cpu/attention.h"
@@ -52,29 +53,16 @@ inline void check_fused_attention_args(
 namespace cuda {
 
 // q, k, v, o: see params.q/k/v/o; mask: [B, Lk] or null; probs: [B, H, Lq, Lk] dense, or null when no attention
-// maps are wanted. o must not overlap q, k, v or probs. Asynchronous on `stream`; no allocation.
+// maps are wanted. o must not overlap q, k, v or probs. Asynchronous on `stream`; no allocation. T is float, __half
+// or __nv_bfloat16 (instantiated in fused_attention.cu), deduced from q alone: std::add_pointer_t<T> keeps k, v and
+// o out of deduction, so they may be plain nullptrs.
+template <typename T>
 void fused_attention(const cpu::AttentionParams& params,
-                     const float* q,
-                     const float* k,
-                     const float* v,
+                     const T* q,
+                     std::add_pointer_t<const T> k,
+                     std::add_pointer_t<const T> v,
                      const uint8_t* mask,
-                     float* o,
-                     float* probs,
-                     cudaStream_t stream);
-void fused_attention(const cpu::AttentionParams& params,
-                     const __half* q,
-                     const __half* k,
-                     const __half* v,
-                     const uint8_t* mask,
-                     __half* o,
-                     float* probs,
-                     cudaStream_t stream);
-void fused_attention(const cpu::AttentionParams& params,
-                     const __nv_bfloat16* q,
-                     const __nv_bfloat16* k,
-                     const __nv_bfloat16* v,
-                     const uint8_t* mask,
-                     __nv_bfloat16* o,
+                     std::add_pointer_t<T> o,
                      float* probs,
                      cudaStream_t stream);
 

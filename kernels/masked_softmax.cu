@@ -242,29 +242,22 @@ void masked_softmax_cuda(const SoftmaxParams& p,
 
 }  // namespace
 
+template <typename T>
 void masked_softmax(const SoftmaxParams& params,
-                    const float* scores,
+                    const T* scores,
                     const uint8_t* key_mask,
                     const float* additive,
-                    float* probs,
+                    std::add_pointer_t<T> probs,
                     cudaStream_t stream) {
     masked_softmax_cuda(params, scores, key_mask, additive, probs, stream);
 }
-void masked_softmax(const SoftmaxParams& params,
-                    const __half* scores,
-                    const uint8_t* key_mask,
-                    const float* additive,
-                    __half* probs,
-                    cudaStream_t stream) {
-    masked_softmax_cuda(params, scores, key_mask, additive, probs, stream);
-}
-void masked_softmax(const SoftmaxParams& params,
-                    const __nv_bfloat16* scores,
-                    const uint8_t* key_mask,
-                    const float* additive,
-                    __nv_bfloat16* probs,
-                    cudaStream_t stream) {
-    masked_softmax_cuda(params, scores, key_mask, additive, probs, stream);
-}
+
+// The element types the header promises.
+#define VQA_INSTANTIATE_MASKED_SOFTMAX(T) \
+    template void masked_softmax<T>(const SoftmaxParams&, const T*, const uint8_t*, const float*, T*, cudaStream_t);
+VQA_INSTANTIATE_MASKED_SOFTMAX(float)
+VQA_INSTANTIATE_MASKED_SOFTMAX(__half)
+VQA_INSTANTIATE_MASKED_SOFTMAX(__nv_bfloat16)
+#undef VQA_INSTANTIATE_MASKED_SOFTMAX
 
 }  // namespace vqa::cuda

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/check.h"
 #include "kernels/cpu/masked_softmax.h"
@@ -62,24 +63,14 @@ namespace cuda {
 
 // scores: [R, Lk] -> probs: [R, Lk]; probs may alias scores (in place). key_mask: [R / rows_per_mask, Lk] or null;
 // additive: [A, Lk] or null. One warp per row up to Lk = 1024, one block per row beyond. Asynchronous on
-// `stream`; no allocation.
+// `stream`; no allocation. T is float, __half or __nv_bfloat16 (instantiated in masked_softmax.cu), deduced from
+// scores alone: std::add_pointer_t<T> keeps probs out of deduction, so it may be a plain nullptr.
+template <typename T>
 void masked_softmax(const SoftmaxParams& params,
-                    const float* scores,
+                    const T* scores,
                     const uint8_t* key_mask,
                     const float* additive,
-                    float* probs,
-                    cudaStream_t stream);
-void masked_softmax(const SoftmaxParams& params,
-                    const __half* scores,
-                    const uint8_t* key_mask,
-                    const float* additive,
-                    __half* probs,
-                    cudaStream_t stream);
-void masked_softmax(const SoftmaxParams& params,
-                    const __nv_bfloat16* scores,
-                    const uint8_t* key_mask,
-                    const float* additive,
-                    __nv_bfloat16* probs,
+                    std::add_pointer_t<T> probs,
                     cudaStream_t stream);
 
 }  // namespace cuda

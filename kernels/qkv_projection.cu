@@ -374,29 +374,23 @@ void head_projection_cuda(const HeadProjectionParams& p,
 
 }  // namespace
 
+template <typename T>
 void fused_qkv_projection(const HeadProjectionParams& params,
-                          const float* x,
-                          const float* weight,
-                          const float* bias,
-                          const HeadOutputs<float>& outputs,
+                          const T* x,
+                          std::add_pointer_t<const T> weight,
+                          std::add_pointer_t<const T> bias,
+                          const HeadOutputs<T>& outputs,
                           cudaStream_t stream) {
     head_projection_cuda(params, x, weight, bias, outputs, stream);
 }
-void fused_qkv_projection(const HeadProjectionParams& params,
-                          const __half* x,
-                          const __half* weight,
-                          const __half* bias,
-                          const HeadOutputs<__half>& outputs,
-                          cudaStream_t stream) {
-    head_projection_cuda(params, x, weight, bias, outputs, stream);
-}
-void fused_qkv_projection(const HeadProjectionParams& params,
-                          const __nv_bfloat16* x,
-                          const __nv_bfloat16* weight,
-                          const __nv_bfloat16* bias,
-                          const HeadOutputs<__nv_bfloat16>& outputs,
-                          cudaStream_t stream) {
-    head_projection_cuda(params, x, weight, bias, outputs, stream);
-}
+
+// The element types the header promises.
+#define VQA_INSTANTIATE_QKV_PROJECTION(T)                                                            \
+    template void fused_qkv_projection<T>(const HeadProjectionParams&, const T*, const T*, const T*, \
+                                          const HeadOutputs<T>&, cudaStream_t);
+VQA_INSTANTIATE_QKV_PROJECTION(float)
+VQA_INSTANTIATE_QKV_PROJECTION(__half)
+VQA_INSTANTIATE_QKV_PROJECTION(__nv_bfloat16)
+#undef VQA_INSTANTIATE_QKV_PROJECTION
 
 }  // namespace vqa::cuda

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "kernels/check.h"
 
@@ -98,24 +99,15 @@ namespace cuda {
 
 // x: [B·L, K] (rows params.x_stride() apart); weight: [G·H·Dh, K]; bias: [G·H·Dh] or null;
 // outputs.group[g]: [B, H, L, Dh]. fp16/bf16 run on tensor cores (WMMA) with float accumulation, fp32 on CUDA
-// cores; any M, N, K. Asynchronous on `stream`; no allocation.
+// cores; any M, N, K. Asynchronous on `stream`; no allocation. T is float, __half or __nv_bfloat16 (instantiated in
+// qkv_projection.cu), deduced from x and outputs: std::add_pointer_t<T> keeps weight and bias out of deduction, so
+// they may be plain nullptrs.
+template <typename T>
 void fused_qkv_projection(const HeadProjectionParams& params,
-                          const float* x,
-                          const float* weight,
-                          const float* bias,
-                          const HeadOutputs<float>& outputs,
-                          cudaStream_t stream);
-void fused_qkv_projection(const HeadProjectionParams& params,
-                          const __half* x,
-                          const __half* weight,
-                          const __half* bias,
-                          const HeadOutputs<__half>& outputs,
-                          cudaStream_t stream);
-void fused_qkv_projection(const HeadProjectionParams& params,
-                          const __nv_bfloat16* x,
-                          const __nv_bfloat16* weight,
-                          const __nv_bfloat16* bias,
-                          const HeadOutputs<__nv_bfloat16>& outputs,
+                          const T* x,
+                          std::add_pointer_t<const T> weight,
+                          std::add_pointer_t<const T> bias,
+                          const HeadOutputs<T>& outputs,
                           cudaStream_t stream);
 
 }  // namespace cuda

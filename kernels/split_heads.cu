@@ -104,24 +104,23 @@ static void permute_heads_cuda(const T* src, T* dst, const HeadsShape& shape, co
     VQA_CUDA_CHECK_LAUNCH(stream);
 }
 
-void split_heads(const float* x, float* y, const HeadsShape& shape, cudaStream_t stream) {
-    permute_heads_cuda<float, true>(x, y, shape, "split_heads", stream);
-}
-void split_heads(const __half* x, __half* y, const HeadsShape& shape, cudaStream_t stream) {
-    permute_heads_cuda<__half, true>(x, y, shape, "split_heads", stream);
-}
-void split_heads(const __nv_bfloat16* x, __nv_bfloat16* y, const HeadsShape& shape, cudaStream_t stream) {
-    permute_heads_cuda<__nv_bfloat16, true>(x, y, shape, "split_heads", stream);
+template <typename T>
+void split_heads(const T* x, std::add_pointer_t<T> y, const HeadsShape& shape, cudaStream_t stream) {
+    permute_heads_cuda<T, true>(x, y, shape, "split_heads", stream);
 }
 
-void merge_heads(const float* y, float* x, const HeadsShape& shape, cudaStream_t stream) {
-    permute_heads_cuda<float, false>(y, x, shape, "merge_heads", stream);
+template <typename T>
+void merge_heads(const T* y, std::add_pointer_t<T> x, const HeadsShape& shape, cudaStream_t stream) {
+    permute_heads_cuda<T, false>(y, x, shape, "merge_heads", stream);
 }
-void merge_heads(const __half* y, __half* x, const HeadsShape& shape, cudaStream_t stream) {
-    permute_heads_cuda<__half, false>(y, x, shape, "merge_heads", stream);
-}
-void merge_heads(const __nv_bfloat16* y, __nv_bfloat16* x, const HeadsShape& shape, cudaStream_t stream) {
-    permute_heads_cuda<__nv_bfloat16, false>(y, x, shape, "merge_heads", stream);
-}
+
+// The element types the header promises.
+#define VQA_INSTANTIATE_HEAD_PERMUTATION(T)                                      \
+    template void split_heads<T>(const T*, T*, const HeadsShape&, cudaStream_t); \
+    template void merge_heads<T>(const T*, T*, const HeadsShape&, cudaStream_t);
+VQA_INSTANTIATE_HEAD_PERMUTATION(float)
+VQA_INSTANTIATE_HEAD_PERMUTATION(__half)
+VQA_INSTANTIATE_HEAD_PERMUTATION(__nv_bfloat16)
+#undef VQA_INSTANTIATE_HEAD_PERMUTATION
 
 }  // namespace vqa::cuda

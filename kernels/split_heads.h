@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/check.h"
 
@@ -57,15 +58,16 @@ inline void check_heads_args(const HeadsShape& shape, const void* x, const void*
 #if VQA_WITH_CUDA
 namespace cuda {
 
+// T is float, __half or __nv_bfloat16 (instantiated in split_heads.cu). It is deduced from the source pointer alone
+// (std::add_pointer_t<T> keeps the destination out of deduction), so the destination may be a plain nullptr.
+
 // x: [B, L, H*Dh] (rows shape.row_stride() apart) -> y: [B, H, L, Dh]. Asynchronous on `stream`; no allocation.
-void split_heads(const float* x, float* y, const HeadsShape& shape, cudaStream_t stream);
-void split_heads(const __half* x, __half* y, const HeadsShape& shape, cudaStream_t stream);
-void split_heads(const __nv_bfloat16* x, __nv_bfloat16* y, const HeadsShape& shape, cudaStream_t stream);
+template <typename T>
+void split_heads(const T* x, std::add_pointer_t<T> y, const HeadsShape& shape, cudaStream_t stream);
 
 // y: [B, H, L, Dh] -> x: [B, L, H*Dh] (rows shape.row_stride() apart). Asynchronous on `stream`; no allocation.
-void merge_heads(const float* y, float* x, const HeadsShape& shape, cudaStream_t stream);
-void merge_heads(const __half* y, __half* x, const HeadsShape& shape, cudaStream_t stream);
-void merge_heads(const __nv_bfloat16* y, __nv_bfloat16* x, const HeadsShape& shape, cudaStream_t stream);
+template <typename T>
+void merge_heads(const T* y, std::add_pointer_t<T> x, const HeadsShape& shape, cudaStream_t stream);
 
 }  // namespace cuda
 #endif
