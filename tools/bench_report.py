@@ -1,11 +1,15 @@
-"""Compare vqa_bench and bench_torch.py results: one Markdown table, engine/PyTorch ratio per batch size.
+"""Compare vqa_bench and bench_torch.py results as Markdown tables: the engine against PyTorch per batch size.
 
   python tools/bench_report.py --dir RESULTS [--binary build/release/tools/vqa_bench]
 
-RESULTS holds pairs engine-<model>-t<threads>[-r<round>].json (vqa_bench --json) and
+CPU: RESULTS holds pairs engine-<model>-t<threads>[-r<round>].json (vqa_bench --json) and
 torch-<model>-t<threads>[-r<round>].json (bench_torch.py --json), as scripts/bench_cpu.sh writes them; with
 several rounds, each latency is the median over rounds of the rounds' own statistic. --binary names the
 vqa_bench that ran, to report the OpenBLAS it loads and the core type OpenBLAS picks in this environment.
+
+GPU: every other *.json of RESULTS from either tool whose device is not the CPU (scripts/bench_gpu.sh writes
+them) is joined by (model name, device, precision, batch): the engine against each PyTorch mode (eager, sdpa,
+compile, compile-ro), per whole call and from features, and the targets of the CUDA backend marked met or not.
 """
 
 from __future__ import annotations
@@ -126,8 +130,10 @@ def paired_rounds(sides: Rounds) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     return [(engine[r], torch[r]) for r in sorted(set(engine) & set(torch))]
 
 
-def by_batch(report: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    return {r["batch"]: r for r in report["results"]}
+def by_batch(report: dict[str, Any], mode: str = "eager") -> dict[int, dict[str, Any]]:
+    """The measured rows of one mode (vqa_bench's rows, and older bench_torch files, have no mode: eager)."""
+    return {r["batch"]: r for r in report["results"]
+            if r.get("mode", "eager") == mode and r.get("status", "ok") == "ok"}
 
 
 def agreement(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
@@ -198,21 +204,198 @@ def versions(runs: dict[tuple[str, int], Rounds]) -> list[str]:
     return []
 
 
+# The CUDA backend's targets (its issue): batch 1 against eager and compile-ro, batch 256 throughput.
+MODES = ("eager", "sdpa", "compile", "compile-ro")
+LATENCY_TARGET_MS = 0.25  # batch 1, from features
+TARGETS = ((1, "eager", 10.0), (1, "compile-ro", 2.0), (256, "eager", 2.5), (256, "compile", 1.3))
+BASES = (("call", "latency_ms"), ("from features", "from_features_ms"))
+
+Key = tuple[str, str, str]  # model name, device, precision
+
+
+def device_reports(directory: Path) -> tuple[dict[Key, dict[str, Any]], dict[Key, dict[str, Any]]]:
+    """(engine, torch) reports by (model, device, precision) from the *.json files that are not the CPU
+    pairs' and whose device is not the CPU; of two files with the same key, the later by name counts."""
+    sides: tuple[dict[Key, dict[str, Any]], dict[Key, dict[str, Any]]] = ({}, {})
+    for path in sorted(directory.glob("*.json")):
+        if RUN_NAME.match(path.name):
+            continue
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        tool = report.get("tool") if isinstance(report, dict) else None
+        if tool not in ("vqa_bench", "bench_torch") or report.get("device", "cpu") == "cpu":
+            continue
+        key = (report["model"]["name"], report["device"], report.get("precision", "fp32"))
+        sides[1 if tool == "bench_torch" else 0][key] = report
+    return sides
+
+
+def median_of(row: dict[str, Any] | None, field: str) -> float | None:
+    return row[field]["median"] if row is not None and isinstance(row.get(field), dict) else None
+
+
+def mode_rows(report: dict[str, Any] | None, mode: str) -> dict[int, dict[str, Any]]:
+    """The rows of one mode by batch, measured or not (skipped and error rows carry a reason)."""
+    if report is None:
+        return {}
+    return {r["batch"]: r for r in report["results"] if r.get("mode", "eager") == mode}
+
+
+def mode_note(report: dict[str, Any] | None, mode: str) -> str | None:
+    """Why a whole mode did not run, if it did not."""
+    if report is None:
+        return "no PyTorch run"
+    return next((s["reason"] for s in report.get("skipped", []) if s["mode"] == mode), None)
+
+
+def speedup(ours: float | None, theirs: float | None) -> float | None:
+    """How many times faster the engine is: PyTorch time / engine time."""
+    return theirs / ours if ours and theirs else None
+
+
+def cell(ours: float | None, row: dict[str, Any] | None, field: str) -> str:
+    if row is None:
+        return "-"
+    if row.get("status", "ok") != "ok":
+        return row["status"]
+    theirs = median_of(row, field)
+    if theirs is None:
+        return "-"
+    ratio = speedup(ours, theirs)
+    return f"{theirs:.3f}" if ratio is None else f"{theirs:.3f} ({ratio:.2f}x)"
+
+
+def same_top1(engine_row: dict[str, Any] | None, torch_row: dict[str, Any] | None) -> str:
+    if engine_row is None or torch_row is None or torch_row.get("status", "ok") != "ok":
+        return "n/a"
+    a, b = engine_row.get("answers", []), torch_row.get("answers", [])
+    return f"{sum(x == y for x, y in zip(a, b))}/{len(a)}" if len(a) == len(b) else "n/a"
+
+
+def ratio_table(engine: dict[str, Any] | None, torch: dict[str, Any] | None, field: str) -> list[str]:
+    """One row per batch: the engine's median ms and questions/s, each PyTorch mode's median ms and the
+    engine's speedup over it (PyTorch ms / engine ms, which is also the ratio of questions/s)."""
+    rows = ["| batch | engine ms | engine q/s | " + " | ".join(f"{m} ms (engine x)" for m in MODES)
+            + " | same top-1 as eager |", "|---:|---:|---:|" + "---:|" * len(MODES) + "---:|"]
+    ours = by_batch(engine) if engine is not None else {}
+    per_mode = {m: mode_rows(torch, m) for m in MODES}
+    batches = sorted(set(ours) | {b for rows in per_mode.values() for b in rows})
+    for batch in batches:
+        mine = median_of(ours.get(batch), field)
+        qps = f"{batch / mine * 1000:.0f}" if mine else "-"
+        cells = [cell(mine, per_mode[m].get(batch), field) for m in MODES]
+        rows.append(f"| {batch} | {'-' if mine is None else f'{mine:.3f}'} | {qps} | " + " | ".join(cells)
+                    + f" | {same_top1(ours.get(batch), per_mode['eager'].get(batch))} |")
+    return rows
+
+
+def verdict(value: float | None, required: float, at_most: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return "yes" if (value <= required if at_most else value >= required) else "**no**"
+
+
+def target_rows(model: str, precision: str, engine: dict[str, Any] | None,
+                torch: dict[str, Any] | None) -> list[str]:
+    ours = by_batch(engine) if engine is not None else {}
+    latency = median_of(ours.get(1), "from_features_ms")
+    rows = [f"| {model} | {precision} | batch 1 latency <= {LATENCY_TARGET_MS} ms | from features | "
+            f"{'n/a' if latency is None else f'{latency:.3f} ms'} | - | - | "
+            f"{verdict(latency, LATENCY_TARGET_MS, at_most=True)} |"]
+    for batch, mode, required in TARGETS:
+        what = "latency" if batch == 1 else "throughput"
+        for basis, field in BASES:
+            mine, theirs = median_of(ours.get(batch), field), median_of(mode_rows(torch, mode).get(batch), field)
+            ratio = speedup(mine, theirs)
+            rows.append(f"| {model} | {precision} | batch {batch} {what} >= {required}x {mode} | {basis} | "
+                        f"{'n/a' if mine is None else f'{mine:.3f} ms'} | "
+                        f"{'n/a' if theirs is None else f'{theirs:.3f} ms'} | "
+                        f"{'n/a' if ratio is None else f'{ratio:.2f}x'} | {verdict(ratio, required)} |")
+    return rows
+
+
+def compile_memory_table(torch: dict[str, Any]) -> list[str]:
+    rows = ["| mode | batch | first call ms (compilation for compile modes) | peak device MiB |",
+            "|---|---:|---:|---:|"]
+    for r in torch["results"]:
+        if r.get("status", "ok") == "ok":
+            first, peak = r.get("first_call_ms"), r.get("peak_device_mib")
+            rows.append(f"| {r['mode']} | {r['batch']} | {'-' if first is None else f'{first:.1f}'} | "
+                        f"{'-' if peak is None else f'{peak:.1f}'} |")
+    return rows
+
+
+def gpu_environment(engine: dict[Key, dict[str, Any]], torch: dict[Key, dict[str, Any]]) -> list[str]:
+    lines = [f"host CPU: {cpu_model()}, {os.cpu_count()} logical cores"]
+    for report in list(engine.values())[:1]:
+        lines.append(f"vqa-engine {report.get('version', '?')} (vqa_bench)")
+    for report in list(torch.values())[:1]:
+        c = report.get("cuda") or {}
+        lines.append(f"PyTorch {report['torch']['version']}, CUDA {c.get('cuda_version')}, cuDNN "
+                     f"{c.get('cudnn_version')}, {c.get('device_name')} (sm {c.get('capability')}, "
+                     f"{c.get('multiprocessors')} SMs), TF32 matmul {c.get('tf32_matmul')}, "
+                     f"TF32 cuDNN {c.get('tf32_cudnn')}, Python {report['python']}")
+    for (model, _, precision), report in sorted(torch.items()):
+        sdpa = report.get("sdpa") or {}
+        if sdpa.get("status") == "ok":
+            forced = "; ".join(f"{k}: {v}" for k, v in sdpa.get("backends", {}).items())
+            lines.append(f"SDPA for {model} {precision}: default kernels "
+                         f"{', '.join(sdpa.get('default_kernels', [])) or 'none'}; forced: {forced}")
+        elif sdpa:
+            lines.append(f"SDPA for {model} {precision}: {sdpa.get('status')}: {sdpa.get('reason')}")
+    return lines
+
+
+def device_section(engine: dict[Key, dict[str, Any]], torch: dict[Key, dict[str, Any]]) -> list[str]:
+    """The GPU comparison: per (model, device, precision) the ratio tables, then all targets in one table."""
+    out = ["## Engine against PyTorch on the GPU", ""] + [f"- {line}" for line in gpu_environment(engine, torch)]
+    targets = ["| model | precision | target | basis | engine | PyTorch | engine x | met |",
+               "|---|---|---|---|---:|---:|---:|---|"]
+    for key in sorted(set(engine) | set(torch)):
+        model, device, precision = key
+        e, t = engine.get(key), torch.get(key)
+        out += ["", f"### {model}, {device}, {precision}", ""]
+        if e is None:
+            out.append("No vqa_bench result for this model and precision: PyTorch alone below.")
+        notes = [f"{m}: skipped: {mode_note(t, m)}" for m in MODES if mode_note(t, m)]
+        notes += [f"{r['mode']} batch {r['batch']}: {r['status']}: {r['reason']}"
+                  for r in (t or {}).get("results", []) if r.get("status", "ok") != "ok"]
+        out += [f"- {n}" for n in notes]
+        for title, field in (("Whole call (Engine::answer)", "latency_ms"),
+                             ("From features (forward only)", "from_features_ms")):
+            out += ["", f"{title}, median ms; in brackets the engine's speedup (PyTorch ms / engine ms):", ""]
+            out += ratio_table(e, t, field)
+        if t is not None:
+            out += ["", "PyTorch first calls and memory:", ""] + compile_memory_table(t)
+        targets += target_rows(model, precision, e, t)
+    out += ["", "### Targets", ""] + targets
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, required=True, help="folder of engine-*.json and torch-*.json")
     parser.add_argument("--binary", type=Path, help="the vqa_bench that ran (to report its OpenBLAS)")
     args = parser.parse_args(argv)
     runs = load_runs(args.dir)
-    if not any(paired_rounds(sides) for sides in runs.values()):
-        print(f"error: {args.dir}: no engine-*/torch-* result pairs", file=sys.stderr)
+    cpu = any(paired_rounds(sides) for sides in runs.values())
+    engine, torch = device_reports(args.dir)
+    if not cpu and not engine and not torch:
+        print(f"error: {args.dir}: no engine-*/torch-* CPU result pairs and no GPU results", file=sys.stderr)
         return 1
-    for line in environment(args.binary) + versions(runs):
-        print(f"- {line}")
-    print()
-    print("\n".join(table(runs)))
-    print()
-    print("\n".join(memory_table(runs)))
+    if cpu:
+        for line in environment(args.binary) + versions(runs):
+            print(f"- {line}")
+        print()
+        print("\n".join(table(runs)))
+        print()
+        print("\n".join(memory_table(runs)))
+    if engine or torch:
+        if cpu:
+            print()
+        print("\n".join(device_section(engine, torch)))
     return 0
 
 

@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from vqa_ref.config import (ConfigError, FORMAT, config_to_json, load_config, reject_duplicate_keys,  # noqa: E402
                             validate_config)
 from vqa_ref.model import VQAModel, load_spec_state_dict, spec_state_dict  # noqa: E402
-from vqa_ref.safetensors_io import write_safetensors  # noqa: E402
+from vqa_ref.safetensors_io import SafetensorError, safe_open, write_safetensors  # noqa: E402
 from vqa_ref.tokenizer import VocabError, check_vocab  # noqa: E402
 
 METADATA = {"format": FORMAT, "format_version": "1"}

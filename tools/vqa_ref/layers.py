@@ -60,6 +60,7 @@ class MultiHeadAttention(nn.Module):
         self.v = nn.Linear(dim, dim)
         self.o = nn.Linear(dim, dim)
         self.dropout = nn.Dropout(dropout)
+        self.use_sdpa = False  # set_sdpa(): attention through F.scaled_dot_product_attention
 
     def forward(self, x_q: torch.Tensor, x_kv: torch.Tensor, kv_mask: torch.Tensor) -> torch.Tensor:
         batch, len_q, dim = x_q.shape
@@ -68,10 +69,51 @@ class MultiHeadAttention(nn.Module):
         q = self.q(x_q).view(batch, len_q, self.heads, head_dim).transpose(1, 2)  # [B, H, Lq, Dh]
         k = self.k(x_kv).view(batch, len_k, self.heads, head_dim).transpose(1, 2)  # [B, H, Lk, Dh]
         v = self.v(x_kv).view(batch, len_k, self.heads, head_dim).transpose(1, 2)  # [B, H, Lk, Dh]
-        scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(head_dim)  # [B, H, Lq, Lk]
-        probs = masked_softmax(scores, kv_mask[:, None, None, :], self.masked_row)
-        out = torch.matmul(self.dropout(probs), v)  # [B, H, Lq, Dh]
+        if self.use_sdpa:
+            out = self._sdpa(q, k, v, kv_mask)
+        else:
+            scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(head_dim)  # [B, H, Lq, Lk]
+            probs = masked_softmax(scores, kv_mask[:, None, None, :], self.masked_row)
+            out = torch.matmul(self.dropout(probs), v)  # [B, H, Lq, Dh]
         return self.o(out.transpose(1, 2).reshape(batch, len_q, dim))
+
+    def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_mask: torch.Tensor) -> torch.Tensor:
+        """softmax(q kᵀ / sqrt(Dh)) v through F.scaled_dot_product_attention, with the masked_row rule.
+
+        q [B, H, Lq, Dh], k and v [B, H, Lk, Dh], kv_mask [B, Lk] (True = masked) -> [B, H, Lq, Dh]. SDPA's
+        boolean mask is the opposite (True = takes part), and a query with no key taking part comes out NaN; so
+        such samples attend to every key, and their output is then replaced: 0 ("zero": P = 0) or the mean of
+        v over the keys ("uniform": P = 1/Lk).
+        """
+        if self.masked_row not in ("zero", "uniform"):
+            raise ValueError(f"masked_row: expected \"zero\" or \"uniform\", got {self.masked_row!r}")
+        all_masked = kv_mask.all(dim=-1)[:, None, None, None]  # [B, 1, 1, 1]
+        attend = ~kv_mask[:, None, None, :] | all_masked  # [B, 1, 1, Lk]
+        dropout_p = self.dropout.p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=dropout_p)
+        if self.masked_row == "zero":
+            return out.masked_fill(all_masked, 0.0)
+        return torch.where(all_masked, v.mean(dim=-2, keepdim=True), out)
+
+
+def sdpa_available() -> bool:
+    """Whether this PyTorch has torch.nn.functional.scaled_dot_product_attention (PyTorch >= 2.0)."""
+    return hasattr(F, "scaled_dot_product_attention")
+
+
+def set_sdpa(model: nn.Module, enabled: bool) -> int:
+    """Route every MultiHeadAttention of `model` through SDPA (True) or the explicit math (False, the default).
+
+    Returns how many attention modules were switched. The two paths compute the same function (the masked_row
+    rule included); they differ in the last bits only. Raises RuntimeError when SDPA is asked for and missing.
+    """
+    if enabled and not sdpa_available():
+        raise RuntimeError(f"torch {torch.__version__} has no torch.nn.functional.scaled_dot_product_attention "
+                           "(it needs PyTorch >= 2.0)")
+    modules = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
+    for m in modules:
+        m.use_sdpa = enabled
+    return len(modules)
 
 
 class FeedForward(nn.Module):
