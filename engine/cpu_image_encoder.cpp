@@ -5,6 +5,7 @@
 
 #include "kernels/check.h"
 #include "kernels/cpu/conv2d.h"
+#include "kernels/trace.h"
 
 namespace vqa::cpu_layers {
 namespace {
@@ -279,6 +280,9 @@ void ImageTrunk::encode_regions(const ImageBatch& images,
 }
 
 void ImageTrunk::encode(const ImageBatch& images, std::vector<float>& features, std::vector<uint8_t>& mask) const {
+    const TraceRange range(kind_ == ImageEncoder::kCnn      ? "image.cnn"
+                           : kind_ == ImageEncoder::kResnet ? "image.resnet"
+                                                            : "image.regions");
     if (kind_ == ImageEncoder::kRegions) {
         encode_regions(images, features, mask);
         return;

@@ -39,6 +39,16 @@ public:
     int64_t grid_height() const { return grid_height_; }  // 0 for regions
     int64_t grid_width() const { return grid_width_; }
 
+    // The converted weights, for backends that upload them (engine/cuda_*).
+    ImageEncoder kind() const { return kind_; }
+    int64_t input_height() const { return input_height_; }
+    int64_t input_width() const { return input_width_; }
+    const std::vector<FoldedConv>& cnn_blocks() const { return cnn_; }  // cnn: conv + BN + ReLU, max pool 2×2
+    const FoldedConv& stem() const { return stem_; }                    // resnet
+    const std::vector<ResidualBlock>& residual_blocks() const { return blocks_; }  // resnet
+    int64_t region_features() const { return region_features_; }                  // regions: F
+    const Linear& box_branch() const { return box_; }  // regions with box features: [box_dim, 5]; else out = 0
+
     // features [Bi, Ni, C_img] (token = y·w + x for grids; regions ++ box branch) and mask [Bi, Ni], 1 = valid
     // (a region whose feature row is all exactly zero is masked; grid tokens never are).
     void encode(const ImageBatch& images, std::vector<float>& features, std::vector<uint8_t>& mask) const;

@@ -1,10 +1,12 @@
 #include "engine/cpu_layers.h"
 
 #include <cmath>
+#include <optional>
 
 #include "kernels/check.h"
 #include "kernels/cpu/attention_pool.h"
 #include "kernels/cpu/linear.h"
+#include "kernels/trace.h"
 
 namespace vqa::cpu_layers {
 namespace {
@@ -250,8 +252,11 @@ void self_attention_layer(const SelfAttentionLayer& layer,
                           const std::string& name) {
     const int64_t rows = batch * len;
     float* sub = grow(scratch.sublayer, rows * spec.dim);
+    // One trace range per sub-layer, LayerNorm included; each emplace() ends one range and begins the next.
+    std::optional<TraceRange> stage(std::in_place, name + ".att");
     self_attention(layer.att, spec, x, mask, batch, len, sub, scratch, sink, name + ".att");
     layer.norm1.forward(sub, x, x, rows);
+    stage.emplace(name + ".ffn");
     feed_forward(layer.ffn, x, rows, sub, scratch);
     layer.norm2.forward(sub, x, x, rows);
 }
@@ -268,12 +273,15 @@ void guided_attention_layer(const GuidedAttentionLayer& layer,
                             const std::string& name) {
     const int64_t rows = shape.batch * shape.q_len;
     float* sub = grow(scratch.sublayer, rows * spec.dim);
+    std::optional<TraceRange> stage(std::in_place, name + ".self_att");
     self_attention(layer.self_att, spec, x, x_mask, shape.batch, shape.q_len, sub, scratch, sink, name + ".self_att");
     layer.norm1.forward(sub, x, x, rows);
+    stage.emplace(name + ".cross_att");
     float* key_value = grow(scratch.key_value, shape.batch * shape.kv_len * 2 * spec.dim);
     layer.cross_att.kv.forward(y, shape.batch * shape.kv_len, key_value);
     cross_attention(layer.cross_att, spec, x, key_value, y_mask, shape, sub, scratch, sink, name + ".cross_att");
     layer.norm2.forward(sub, x, x, rows);
+    stage.emplace(name + ".ffn");
     feed_forward(layer.ffn, x, rows, sub, scratch);
     layer.norm3.forward(sub, x, x, rows);
 }
@@ -289,8 +297,10 @@ void cross_attention_layer(const CrossAttentionLayer& layer,
                            const std::string& name) {
     const int64_t rows = shape.batch * shape.q_len;
     float* sub = grow(scratch.sublayer, rows * spec.dim);
+    std::optional<TraceRange> stage(std::in_place, name + ".cross_att");
     cross_attention(layer.cross_att, spec, x, key_value, kv_mask, shape, sub, scratch, sink, name + ".cross_att");
     layer.norm1.forward(sub, x, x, rows);
+    stage.emplace(name + ".ffn");
     feed_forward(layer.ffn, x, rows, sub, scratch);
     layer.norm2.forward(sub, x, x, rows);
 }
@@ -305,6 +315,7 @@ void attention_pool(const AttentionPool& pool,
                     LayerScratch& scratch,
                     const ActivationSink* sink,
                     const std::string& name) {
+    const TraceRange range(name);
     const int64_t rows = batch * len;
     const int64_t dim = pool.fc1.in;
     const int64_t glimpses = pool.fc2.out;

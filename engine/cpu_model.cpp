@@ -4,6 +4,7 @@
 #include "engine/cpu_model.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 
 #include <cblas.h>
@@ -11,30 +12,16 @@
 
 #include "engine/cpu_image_encoder.h"
 #include "engine/cpu_layers.h"
+#include "engine/model_weights.h"
 #include "kernels/check.h"
 #include "kernels/cpu/embedding_gather.h"
 #include "kernels/cpu/rnn.h"
 #include "kernels/cpu/topk.h"
+#include "kernels/trace.h"
 
 namespace vqa {
 namespace cpu_layers {
 namespace {
-
-// PyTorch recurrent weights (LSTM: gates i, f, g, o; GRU: r, z, n), owned.
-struct RecurrentWeights {
-    std::vector<float> weight_ih;  // [G·Hd, E]
-    std::vector<float> weight_hh;  // [G·Hd, Hd]
-    std::vector<float> bias_ih;    // [G·Hd]
-    std::vector<float> bias_hh;    // [G·Hd]
-
-    static RecurrentWeights load(
-        const WeightReader& reader, const std::string& prefix, int64_t gates, int64_t hidden, int64_t input) {
-        return {reader.take(prefix + ".weight_ih", {gates * hidden, input}),
-                reader.take(prefix + ".weight_hh", {gates * hidden, hidden}),
-                reader.take(prefix + ".bias_ih", {gates * hidden}), reader.take(prefix + ".bias_hh", {gates * hidden})};
-    }
-    cpu::RnnWeights view() const { return {weight_ih.data(), weight_hh.data(), bias_ih.data(), bias_hh.data()}; }
-};
 
 // Sets the OpenMP thread count of the calling thread for one forward pass and restores it after (the setting is
 // per thread, so concurrent passes do not interfere).
@@ -78,39 +65,6 @@ int32_t first_argmax(const float* row, int64_t n) {
 }
 
 }  // namespace
-
-// Every weight of the model, converted once (cpu_model.h).
-struct ModelWeights {
-    ModelConfig config;
-    AttentionSpec spec;
-    int64_t vocab_rows = 0;   // V
-    int64_t num_answers = 0;  // A
-
-    ImageTrunk trunk;
-    Linear adapter;  // [d, C_img]
-
-    std::vector<float> embedding;  // [V, E]
-    RecurrentWeights text_lstm;    // lstm: E -> d
-    std::vector<float> position;   // transformer: [L, d]
-    std::vector<SelfAttentionLayer> text_layers;
-
-    std::vector<SelfAttentionLayer> fusion_text;     // mcan: SA_i
-    std::vector<CrossAttentionLayer> fusion_cross;   // simple: GA_i
-    std::vector<GuidedAttentionLayer> fusion_image;  // mcan: SGA_i
-
-    AttentionPool pool_text;
-    AttentionPool pool_image;
-    LayerNorm head_norm;  // [out_dim]
-
-    Linear classifier;  // classifier: [A, out_dim]
-
-    Linear head_init;                     // generate: [hidden, out_dim]
-    std::vector<float> answer_embedding;  // generate: [A, embed_dim]
-    RecurrentWeights cell;                // generate: GRUCell / LSTMCell
-    Linear head_out;                      // generate: [A, hidden]
-
-    ModelWeights(const ModelDir& dir, const WeightReader& reader);
-};
 
 ModelWeights::ModelWeights(const ModelDir& dir, const WeightReader& reader)
     : config(dir.config),
@@ -187,11 +141,13 @@ struct EncodedImages {
 };
 
 EncodedImages encode_images(Pass& pass, const ImageBatch& batch) {
+    const TraceRange range("image_encoder");
     const ModelWeights& w = pass.w;
     EncodedImages images;
     std::vector<float> trunk;  // [Bi, Ni, C_img]
     w.trunk.encode(batch, trunk, images.valid);
     emit(pass.sink, "image_trunk", {pass.images, pass.tokens, w.trunk.feature_dim()}, trunk.data());
+    const TraceRange adapter_range("image.adapter");
     images.tokens.resize(static_cast<std::size_t>(pass.images * pass.tokens * pass.dim));
     w.adapter.forward(trunk.data(), pass.images * pass.tokens, images.tokens.data());
     emit(pass.sink, "image_tokens", {pass.images, pass.tokens, pass.dim}, images.tokens.data());
@@ -203,6 +159,8 @@ EncodedImages encode_images(Pass& pass, const ImageBatch& batch) {
 
 // §5: text tokens [B, L, d].
 std::vector<float> encode_text(Pass& pass, const std::vector<uint8_t>& t_valid) {
+    const TraceRange range("text_encoder");
+    std::optional<TraceRange> stage(std::in_place, "text.embedding");  // until reset()
     const ModelWeights& w = pass.w;
     const int64_t rows = pass.batch * pass.len;
     const int64_t e = w.config.text.embed_dim;
@@ -210,7 +168,9 @@ std::vector<float> encode_text(Pass& pass, const std::vector<uint8_t>& t_valid) 
     cpu::embedding_gather(pass.text.ids, rows, w.embedding.data(), w.vocab_rows, e, embedded.data());
     emit(pass.sink, "text_embedded", {pass.batch, pass.len, e}, embedded.data());
     std::vector<float> t(static_cast<std::size_t>(rows * pass.dim));
+    stage.reset();
     if (w.config.text.encoder == TextEncoder::kLstm) {
+        const TraceRange lstm_range("text.lstm");
         float* scratch = grow(pass.rnn_scratch, cpu::lstm_sequence_scratch_floats(pass.batch, pass.len, pass.dim));
         cpu::lstm_sequence(w.text_lstm.view(), embedded.data(), t.data(), pass.batch, pass.len, e, pass.dim, scratch);
     } else {
@@ -221,6 +181,7 @@ std::vector<float> encode_text(Pass& pass, const std::vector<uint8_t>& t_valid) 
                 embedded[static_cast<std::size_t>(i)] + w.position[static_cast<std::size_t>(i % per_question)];
         }
         for (std::size_t i = 0; i < w.text_layers.size(); ++i) {
+            const TraceRange layer_range("text.layers." + std::to_string(i));
             self_attention_layer(w.text_layers[i], w.spec, t.data(), t_valid.data(), pass.batch, pass.len, pass.scratch,
                                  pass.sink, "text.layers." + std::to_string(i));
         }
@@ -243,6 +204,7 @@ void fuse_mcan(Pass& pass,
     const ModelWeights& w = pass.w;
     for (std::size_t i = 0; i < w.fusion_text.size(); ++i) {
         const std::string name = "fusion.text." + std::to_string(i);
+        const TraceRange layer_range(name);
         self_attention_layer(w.fusion_text[i], w.spec, t.data(), t_valid.data(), pass.batch, pass.len, pass.scratch,
                              pass.sink, name);
         emit(pass.sink, name, {pass.batch, pass.len, pass.dim}, t.data());
@@ -253,6 +215,7 @@ void fuse_mcan(Pass& pass,
     gather_blocks(images.valid.data(), pass.tokens, pass.text.image_index, pass.batch, v_valid.data());
     for (std::size_t i = 0; i < w.fusion_image.size(); ++i) {
         const std::string name = "fusion.image." + std::to_string(i);
+        const TraceRange layer_range(name);
         guided_attention_layer(w.fusion_image[i], w.spec, v.data(), v_valid.data(), t.data(), t_valid.data(),
                                {pass.batch, pass.tokens, pass.len}, pass.scratch, pass.sink, name);
         emit(pass.sink, name, {pass.batch, pass.tokens, pass.dim}, v.data());
@@ -280,6 +243,7 @@ void fuse_simple(Pass& pass,
     gather_blocks(images.valid.data(), pass.tokens, index, pass.batch, v_valid.data());
     for (std::size_t i = 0; i < w.fusion_cross.size(); ++i) {
         const std::string name = "fusion.text." + std::to_string(i);
+        const TraceRange layer_range(name);
         w.fusion_cross[i].cross_att.kv.forward(images.tokens.data(), pass.images * pass.tokens, kv_images.data());
         gather_blocks(kv_images.data(), kv_block, index, pass.batch, kv.data());
         cross_attention_layer(w.fusion_cross[i], w.spec, t.data(), kv.data(), v_valid.data(),
@@ -403,6 +367,7 @@ int64_t CpuModel::image_tokens() const {
 
 ModelOutput CpuModel::forward(const ImageBatch& images, const TextBatch& text, const ActivationSink* sink) const {
     using namespace cpu_layers;
+    const TraceRange range("forward");
     const ModelWeights& w = *weights_;
     const OmpThreadsScope omp_threads(threads_);
     VQA_CHECK(text.count >= 0, kInvalidArgument, "CpuModel::forward: TextBatch::count must be >= 0, got ", text.count);
@@ -432,15 +397,18 @@ ModelOutput CpuModel::forward(const ImageBatch& images, const TextBatch& text, c
     emit(sink, "pooled_text", {pass.batch, out_dim}, pooled_text.data());
     emit(sink, "pooled_image", {pass.batch, out_dim}, pooled_image.data());
     std::vector<float> fused(static_cast<std::size_t>(pass.batch * out_dim));  // f = LN(pooled_text + pooled_image)
+    std::optional<TraceRange> stage(std::in_place, "head.norm");  // then the head: emplace() ends one, begins the next
     w.head_norm.forward(pooled_text.data(), pooled_image.data(), fused.data(), pass.batch);
     emit(sink, "fused", {pass.batch, out_dim}, fused.data());
 
     if (w.config.head.type == HeadType::kClassifier) {
+        stage.emplace("head.classifier");
         const int64_t answers = w.num_answers;
         out.logits.resize(static_cast<std::size_t>(pass.batch * answers));
         w.classifier.forward(fused.data(), pass.batch, out.logits.data());
         emit(sink, "logits", {pass.batch, answers}, out.logits.data());
     } else {
+        stage.emplace("head.generate");
         decode_greedy(pass, fused, out);
     }
     return out;

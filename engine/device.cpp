@@ -24,19 +24,25 @@ int cuda_device_count() noexcept {
 }
 
 Device select_backend(Device requested, Precision precision) {
-    // The CUDA kernels are built and tested op by op; the model graph runs on the CPU backend in this version.
-    const int devices = cuda_device_count();
+    if (requested == Device::kCpu) {
+        if (precision != Precision::kFp32) {
+            throw_error(ErrorCode::kUnsupported, "precision fp16/bf16 needs the CUDA backend; the CPU backend is fp32");
+        }
+        return Device::kCpu;
+    }
+    if (cuda_device_count() > 0) {
+        return Device::kCuda;
+    }
+    const char* missing = VQA_WITH_CUDA ? "no CUDA device is available" : "this build of libvqa has no CUDA support";
     if (requested == Device::kCuda) {
-        throw_error(ErrorCode::kUnsupported,
-                    devices == 0 ? "device cuda: no CUDA device is available (use device auto or cpu)"
-                                 : "device cuda: this version runs whole models on the CPU backend only");
+        throw_error(ErrorCode::kUnsupported, "device cuda: ", missing, " (use device auto or cpu)");
     }
     if (precision != Precision::kFp32) {
-        throw_error(ErrorCode::kUnsupported, "precision fp16/bf16 needs the CUDA backend; the CPU backend is fp32");
+        throw_error(ErrorCode::kUnsupported, "precision fp16/bf16 needs the CUDA backend, but ", missing);
     }
-    if (requested == Device::kAuto && devices > 0) {
-        std::fprintf(stderr, "vqa: %d CUDA device(s) found, but this version runs models on the CPU backend\n",
-                     devices);
+    if (VQA_WITH_CUDA) {
+        // A CUDA build on a machine without a usable device: say once per engine why the CPU runs the model.
+        std::fprintf(stderr, "vqa: %s; running on the CPU backend\n", missing);
     }
     return Device::kCpu;
 }

@@ -8,9 +8,9 @@ namespace vqa {
 // Number of CUDA devices usable by this process (0 in a build without CUDA or on a machine without a GPU).
 int cuda_device_count() noexcept;
 
-// kCpu, or kCuda once the CUDA backend runs the whole model. kAuto falls back to the CPU with a one-line notice on
-// stderr when CUDA cannot be used; an explicit kCuda that cannot be honoured throws kUnsupported. Reduced
-// precision needs the CUDA backend.
+// kCuda when CUDA is requested or auto and a device is present, else kCpu. kAuto falls back to the CPU with a
+// one-line notice on stderr when a CUDA build finds no device; an explicit kCuda that cannot be honoured throws
+// kUnsupported. Reduced precision needs the CUDA backend.
 Device select_backend(Device requested, Precision precision);
 
 }  // namespace vqa

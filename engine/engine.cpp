@@ -11,13 +11,14 @@
 #include <optional>
 
 #include "engine/cpu_model.h"
+#include "engine/model_runner.h"
 #include "engine/device.h"
 #include "engine/inputs.h"
 #include "engine/json_util.h"
 #include "engine/model_dir.h"
 #include "engine/tokenizer.h"
 #include "kernels/cpu/topk.h"
-#include "kernels/nvtx.h"
+#include "kernels/trace.h"
 
 namespace vqa {
 
@@ -113,20 +114,60 @@ void fail(Result& result, ErrorCode code, std::string message) {
     result.error = std::move(message);
 }
 
+// The root range of a public call ("load", "answer"). With a Profile, it also records every range the call opens
+// on this thread, and finish() appends them to the profile; a call that throws appends nothing.
+class ProfiledCall {
+public:
+    ProfiledCall(const char* name, Profile* profile) : profile_(profile) {
+        if (profile_ != nullptr) {
+            recorder_.emplace();
+            recording_.emplace(*recorder_);
+        }
+        root_.emplace(name);
+    }
+
+    // Ends the call's range; throws vqa::Error if device times cannot be read (TraceRecorder::finish).
+    void finish() {
+        root_.reset();
+        if (profile_ == nullptr) {
+            return;
+        }
+        recording_.reset();
+        const std::vector<TraceRecord> records = recorder_->finish();
+        profile_->ranges.reserve(profile_->ranges.size() + records.size());
+        for (const TraceRecord& r : records) {
+            ProfileRange range;
+            range.name = r.name;
+            range.depth = r.depth;
+            range.start_us = r.start_us;
+            range.duration_us = std::max(0.0, r.end_us - r.start_us);
+            range.device = r.device;
+            range.thread = r.thread;
+            profile_->ranges.push_back(std::move(range));
+        }
+    }
+
+private:
+    Profile* profile_;
+    std::optional<TraceRecorder> recorder_;
+    std::optional<TraceRecordingScope> recording_;
+    std::optional<TraceRange> root_;  // destroyed first: the root range ends before recording stops
+};
+
 // Everything an Engine holds; immutable after load, so answer() may run on several threads at once.
 struct EngineState {
     ModelDir dir;
     Tokenizer tokenizer;
-    CpuModel model;
+    ModelRunner model;
     EngineOptions options;
     ModelInfo info;
 
-    EngineState(ModelDir&& loaded, const EngineOptions& opts)
+    EngineState(ModelDir&& loaded, const EngineOptions& opts, Device device)
         : dir(std::move(loaded)),
           tokenizer(dir.config.text.tokenizer, dir.vocab),
-          model(dir, opts.threads),
+          model(dir, opts, device),
           options(opts),
-          info(make_info(dir, Device::kCpu)) {}
+          info(make_info(dir, device)) {}
 };
 
 void run_chunk(const EngineState& impl,
@@ -149,15 +190,19 @@ Engine& Engine::operator=(Engine&&) noexcept = default;
 Engine::~Engine() = default;
 
 Engine Engine::load(const std::string& model_dir, const EngineOptions& options) try {
-    NvtxRange range("load");
+    ProfiledCall call("load", options.profile);
     VQA_CHECK(options.max_batch >= 1, kInvalidArgument, "EngineOptions::max_batch: expected >= 1, got ",
               options.max_batch);
     VQA_CHECK(options.threads >= 0, kInvalidArgument, "EngineOptions::threads: expected >= 0, got ", options.threads);
     VQA_CHECK(options.max_image_pixels >= 1, kInvalidArgument, "EngineOptions::max_image_pixels: expected >= 1, got ",
               options.max_image_pixels);
     const Device device = select_backend(options.device, options.precision);
-    auto impl = std::make_unique<Impl>(load_model_dir(model_dir), options);
-    impl->info.device = device;
+    std::optional<TraceRange> stage(std::in_place, "read_model_dir");  // each emplace() ends a stage, begins the next
+    ModelDir dir = load_model_dir(model_dir);
+    stage.emplace("prepare_weights");
+    auto impl = std::make_unique<Impl>(std::move(dir), options, device);
+    stage.reset();
+    call.finish();
     return Engine(std::move(impl));
 } catch (const std::bad_alloc&) {
     throw Error(ErrorCode::kOutOfMemory, model_dir + ": out of memory while loading the model");
@@ -189,6 +234,7 @@ std::vector<Result> Engine::answer(const ImageInput& image,
 std::vector<Result> Engine::answer(const std::vector<ImageInput>& images,
                                    const std::vector<Query>& queries,
                                    const AnswerOptions& options) const try {
+    ProfiledCall call("answer", options.profile);
     VQA_CHECK(options.top_k >= 1, kInvalidArgument, "AnswerOptions::top_k: expected >= 1, got ", options.top_k);
     for (std::size_t i = 0; i < queries.size(); ++i) {
         VQA_CHECK(queries[i].image >= 0 && queries[i].image < static_cast<int64_t>(images.size()), kInvalidArgument,
@@ -201,7 +247,7 @@ std::vector<Result> Engine::answer(const std::vector<ImageInput>& images,
     // Questions first: cheap, and an image nobody can ask about need not be decoded.
     std::vector<PendingQuery> pending(queries.size());
     {
-        NvtxRange range("tokenize");
+        const TraceRange range("tokenize");
         for (std::size_t i = 0; i < queries.size(); ++i) {
             try {
                 check_utf8(queries[i].question, "question");
@@ -231,7 +277,7 @@ std::vector<Result> Engine::answer(const std::vector<ImageInput>& images,
     std::vector<std::string> image_error(images.size());
     std::vector<ErrorCode> image_code(images.size(), ErrorCode::kInternal);
     {
-        NvtxRange range("decode+preprocess");
+        const TraceRange range("prepare_images");  // per image: "decode" + "preprocess", or "read_regions"
         std::vector<char> needed(images.size(), 0);
         for (std::size_t i = 0; i < queries.size(); ++i) {
             needed[queries[i].image] |= pending[i].ok ? 1 : 0;
@@ -290,6 +336,7 @@ std::vector<Result> Engine::answer(const std::vector<ImageInput>& images,
             }
         }
     }
+    call.finish();
     return results;
 } catch (const std::bad_alloc&) {
     throw Error(ErrorCode::kOutOfMemory, "out of memory answering " + std::to_string(queries.size()) +
@@ -372,6 +419,7 @@ void run_chunk(const EngineState& impl,
     };
     ModelOutput out = impl.model.forward(image_batch, text_batch, options.return_attention ? &sink : nullptr);
 
+    const TraceRange range("scoring");
     for (std::size_t row = 0; row < chunk.size(); ++row) {
         Result& r = results[chunk[row]];
         r.ok = true;

@@ -1,11 +1,13 @@
 #include "engine/inputs.h"
 
 #include <cmath>
+#include <optional>
 
 #include "engine/image_io.h"
 #include "engine/json_util.h"
 #include "engine/region_features.h"
 #include "kernels/cpu/preprocess_image.h"
+#include "kernels/trace.h"
 
 namespace vqa {
 namespace {
@@ -28,6 +30,7 @@ cpu::PreprocessParams preprocess_params(const ImageInputConfig& input, int heigh
 }  // namespace
 
 PreparedImage prepare_grid_image(const ImageInput& image, const ModelConfig& config, int64_t max_pixels) {
+    std::optional<TraceRange> stage(std::in_place, "decode");  // then "preprocess": emplace() ends one, begins the next
     ImageU8 decoded;
     const ImageU8* rgb = &decoded;
     ImageDecodeOptions options;
@@ -63,6 +66,7 @@ PreparedImage prepare_grid_image(const ImageInput& image, const ModelConfig& con
                         config.image.encoder == ImageEncoder::kCnn ? "cnn" : "resnet",
                         "\") takes images, not region features");
     }
+    stage.emplace("preprocess");
     const ImageInputConfig& input = config.image.input;
     PreparedImage out;
     out.pixels.resize(static_cast<std::size_t>(3) * input.height * input.width);
@@ -125,6 +129,7 @@ PreparedImage pad_regions(const RegionFeatures& in, const std::string& name, con
 }  // namespace
 
 PreparedImage prepare_regions(const ImageInput& image, const ModelConfig& config) {
+    const TraceRange range("read_regions");
     if (image.kind() == ImageInput::Kind::kRegionFile) {
         // Read here, at answer time, so that a bad file fails only the questions about it.
         return pad_regions(load_region_features(image.name(), config.image.regions.feature_dim), image.name(), config);

@@ -1,45 +1,13 @@
-// NvtxRange: names a span of host code on the Nsight Systems timeline, in the NVTX domain "vqa".
-//
-//   { vqa::NvtxRange range("encode_image"); ... }
-//
-// NVTX3 is header-only and costs a branch when no profiler is attached; in a build without CUDA the class is
-// empty and the range compiles to nothing.
+// Deprecated: kernels/trace.h's TraceRange replaces NvtxRange. It emits the same NVTX ranges (domain "vqa") and is
+// also recorded by a TraceRecorder installed on the thread; give it the launcher's stream to time the GPU work.
+// This alias keeps the launchers that still say NvtxRange compiling until they switch to
+// `TraceRange range("name", stream)`.
 #pragma once
 
-#if VQA_WITH_CUDA
-#include <nvtx3/nvToolsExt.h>
-#endif
+#include "kernels/trace.h"
 
 namespace vqa {
 
-class NvtxRange {
-public:
-#if VQA_WITH_CUDA
-    explicit NvtxRange(const char* name) noexcept {
-        nvtxEventAttributes_t attributes{};
-        attributes.version = NVTX_VERSION;
-        attributes.size = NVTX_EVENT_ATTRIB_STRUCT_SIZE;
-        attributes.messageType = NVTX_MESSAGE_TYPE_ASCII;
-        attributes.message.ascii = name;
-        nvtxDomainRangePushEx(domain(), &attributes);
-    }
-    ~NvtxRange() {
-        nvtxDomainRangePop(domain());
-    }
-#else
-    explicit NvtxRange(const char* /*name*/) noexcept {}
-#endif
-
-    NvtxRange(const NvtxRange&) = delete;
-    NvtxRange& operator=(const NvtxRange&) = delete;
-
-private:
-#if VQA_WITH_CUDA
-    static nvtxDomainHandle_t domain() noexcept {
-        static const nvtxDomainHandle_t handle = nvtxDomainCreateA("vqa");
-        return handle;
-    }
-#endif
-};
+using NvtxRange = TraceRange;
 
 }  // namespace vqa

@@ -284,6 +284,7 @@ const char* device_name(vqa::Device d) {
 struct Settings {
     std::string model_dir;
     std::string device = "auto";
+    std::string precision = "fp32";
     std::vector<int> batches{1, 8, 64, 256};
     int questions_per_image = 4;
     int threads = 0;
@@ -368,6 +369,7 @@ json report_json(const Settings& s,
               {"max_length", m.max_length},
               {"image", image_json(m)}}},
             {"device", device_name(info.device)},
+            {"precision", s.precision},
             {"threads", s.threads},
             {"hardware_threads", std::thread::hardware_concurrency()},
             {"env", env},
@@ -392,10 +394,10 @@ void print_table(std::ostream& out,
         << info.text_encoder << " / " << info.fusion << " / " << info.head << ", d=" << info.hidden << ", "
         << info.heads << " heads, " << info.layers << " layers, " << info.parameters << " parameters)\n";
     std::snprintf(line, sizeof line,
-                  "device %s, threads %d (0 = all %u cores), %d questions per image, max_batch %d, warmup %d, "
-                  "iters %d, load %.1f ms\n",
-                  device_name(info.device), s.threads, std::thread::hardware_concurrency(), s.questions_per_image,
-                  s.max_batch, s.warmup, s.iters, load_ms);
+                  "device %s, %s, threads %d (0 = all %u cores), %d questions per image, max_batch %d, "
+                  "warmup %d, iters %d, load %.1f ms\n",
+                  device_name(info.device), s.precision.c_str(), s.threads, std::thread::hardware_concurrency(),
+                  s.questions_per_image, s.max_batch, s.warmup, s.iters, load_ms);
     out << line;
     std::snprintf(line, sizeof line, "%7s %7s %12s %12s %14s %14s\n", "batch", "images", "median ms", "p90 ms",
                   "questions/s", "peak RSS MiB");
@@ -424,6 +426,9 @@ int run(Settings s) {
     options.device = s.device == "cpu"    ? vqa::Device::kCpu
                      : s.device == "cuda" ? vqa::Device::kCuda
                                           : vqa::Device::kAuto;
+    options.precision = s.precision == "fp16"   ? vqa::Precision::kFp16
+                        : s.precision == "bf16" ? vqa::Precision::kBf16
+                                                : vqa::Precision::kFp32;
     options.threads = s.threads;
     options.max_batch = s.max_batch;
     const Clock::time_point start = Clock::now();
@@ -450,6 +455,9 @@ int main(int argc, char** argv) {
     app.add_option("-m,--model", s.model_dir, "model directory (default: the bundled easy-VQA model)");
     app.add_option("--device", s.device, "auto (CUDA when built and present, else the CPU), cpu or cuda")
         ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+        ->capture_default_str();
+    app.add_option("--precision", s.precision, "fp32, fp16 or bf16 (fp16/bf16 need the CUDA backend)")
+        ->check(CLI::IsMember({"fp32", "fp16", "bf16"}))
         ->capture_default_str();
     app.add_option("--batch", s.batches, "questions per answer() call, comma-separated")
         ->delimiter(',')

@@ -4,10 +4,13 @@
 //   vqa_infer --model DIR --image a.jpg -q "what is it?" -q "is it red?" --top-k 3 --json
 //   vqa_infer --model REGIONS_MODEL --features boxes.npz -q "what is it?"
 //   vqa_infer --model DIR --batch questions.jsonl --output answers.jsonl
+//   vqa_infer --image a.jpg -q "what is it?" --profile --trace trace.json   stage times (docs/profiling.md)
 //
 // Exit status: 0 every question answered; 1 the model or the options could not be used (nothing answered);
 // 2 usage error; 3 finished, but some questions (or batch lines) gave an error, reported in the output.
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -177,6 +180,147 @@ int run_batch(const vqa::Engine& engine,
     return failures == 0 ? 0 : 3;
 }
 
+// Answers the questions about one image (--image) or one region feature file (--features) and prints them.
+int run_single(const vqa::Engine& engine,
+               const std::string& image,
+               const std::string& features,
+               const std::vector<std::string>& questions,
+               const vqa::AnswerOptions& options,
+               bool as_json,
+               std::ostream& out) {
+    const bool from_features = !features.empty();
+    const std::string& input_path = from_features ? features : image;
+    const vqa::ImageInput input = from_features ? vqa::ImageInput::region_file(features) : vqa::ImageInput::file(image);
+    const std::vector<vqa::Result> results = engine.answer(input, questions, options);
+    bool all_ok = true;
+    if (as_json) {
+        json records = json::array();
+        for (std::size_t i = 0; i < results.size(); ++i) {
+            json record = {{from_features ? "features" : "image", input_path}, {"question", questions[i]}};
+            record.update(answers_json(results[i], options.return_attention));
+            records.push_back(record);
+            all_ok = all_ok && results[i].ok;
+        }
+        out << records.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+    } else {
+        out << input_path << "\n";
+        for (std::size_t i = 0; i < results.size(); ++i) {
+            print_human(out, questions[i], results[i]);
+            all_ok = all_ok && results[i].ok;
+        }
+    }
+    return all_ok ? 0 : 3;
+}
+
+// --profile: one row per stage (the path of range names from the call down, so that the same name under two
+// parents is two rows), in the order first seen, summed over every call that was profiled.
+struct StageRow {
+    std::string name;
+    int depth = 0;
+    bool device = false;
+    std::size_t root = 0;  // the row of the call it belongs to ("load", "answer"), whose total is its 100%
+    int64_t calls = 0;
+    double total_us = 0.0;
+};
+
+std::vector<StageRow> stage_rows(const vqa::Profile& profile) {
+    std::vector<StageRow> rows;
+    std::map<std::string, std::size_t> row_of_key;
+    std::map<int, std::vector<std::string>> open;  // per host thread: the key of the open range at each depth
+    for (const vqa::ProfileRange& r : profile.ranges) {
+        std::vector<std::string>& stack = open[r.thread];
+        const auto depth = static_cast<std::size_t>(std::max(r.depth, 0));
+        // A device range comes right after the host range it times, which is on the stack at its depth.
+        const std::size_t parents = std::min(depth, stack.size());
+        std::string key = (parents == 0 ? "" : stack[parents - 1] + "/") + r.name;
+        if (r.device) {
+            key += "@gpu";
+        } else {
+            stack.resize(parents);
+            stack.push_back(key);
+        }
+        const auto [it, inserted] = row_of_key.emplace(key, rows.size());
+        if (inserted) {
+            const auto root = stack.empty() ? row_of_key.end() : row_of_key.find(stack.front());
+            rows.push_back({r.name, r.depth, r.device, root == row_of_key.end() ? it->second : root->second, 0, 0.0});
+        }
+        StageRow& row = rows[it->second];
+        row.calls += 1;
+        row.total_us += r.duration_us;
+    }
+    return rows;
+}
+
+void print_profile_table(const vqa::Profile& profile, std::ostream& out) {
+    const std::vector<StageRow> rows = stage_rows(profile);
+    std::vector<std::string> labels;
+    std::size_t width = 5;
+    for (const StageRow& row : rows) {
+        labels.push_back(std::string(2 * static_cast<std::size_t>(std::max(row.depth, 0)), ' ') + row.name +
+                         (row.device ? " [GPU]" : ""));
+        width = std::max(width, labels.back().size());
+    }
+    char line[512];
+    std::snprintf(line, sizeof line, "%-*s %7s %11s %11s %9s\n", static_cast<int>(width), "stage", "calls", "total ms",
+                  "mean ms", "% call");
+    out << line;
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        const StageRow& row = rows[i];
+        const double root_us = rows[row.root].total_us;
+        char percent[16] = "-";
+        if (root_us > 0.0) {
+            std::snprintf(percent, sizeof percent, "%.1f", 100.0 * row.total_us / root_us);
+        }
+        std::snprintf(line, sizeof line, "%-*s %7lld %11.3f %11.3f %9s\n", static_cast<int>(width), labels[i].c_str(),
+                      static_cast<long long>(row.calls), row.total_us / 1000.0,
+                      row.total_us / 1000.0 / static_cast<double>(row.calls), percent);
+        out << line;
+    }
+}
+
+// --trace: Chrome's trace event format (complete "X" events, microseconds), which Perfetto and chrome://tracing
+// open. Host threads are tracks 1, 2, ...; the GPU ranges launched from host thread n are track kGpuTrack + n.
+void write_chrome_trace(const vqa::Profile& profile, std::ostream& out) {
+    constexpr int kGpuTrack = 1000;
+    double origin = 0.0;
+    if (!profile.ranges.empty()) {
+        origin = std::min_element(profile.ranges.begin(), profile.ranges.end(), [](const auto& a, const auto& b) {
+                     return a.start_us < b.start_us;
+                 })->start_us;
+    }
+    // Microseconds rounded to the nanosecond: the clock's resolution, and a readable file.
+    const auto to_ns = [](double us) { return std::round(us * 1000.0) / 1000.0; };
+    json events = json::array();
+    events.push_back(
+        {{"ph", "M"}, {"name", "process_name"}, {"pid", 1}, {"tid", 0}, {"args", {{"name", "vqa_infer"}}}});
+    std::set<int> tracks;
+    for (const vqa::ProfileRange& r : profile.ranges) {
+        const int tid = r.device ? kGpuTrack + r.thread : 1 + r.thread;
+        if (tracks.insert(tid).second) {
+            const std::string thread = std::to_string(r.thread);
+            const std::string label = r.device ? (r.thread == 0 ? "GPU" : "GPU (from host thread " + thread + ")")
+                                               : (r.thread == 0 ? "host" : "host thread " + thread);
+            events.push_back(
+                {{"ph", "M"}, {"name", "thread_name"}, {"pid", 1}, {"tid", tid}, {"args", {{"name", label}}}});
+            events.push_back({{"ph", "M"},
+                              {"name", "thread_sort_index"},
+                              {"pid", 1},
+                              {"tid", tid},
+                              {"args", {{"sort_index", tid}}}});
+        }
+        events.push_back({{"name", r.name},
+                          {"cat", r.device ? "gpu" : "host"},
+                          {"ph", "X"},
+                          {"ts", to_ns(r.start_us - origin)},
+                          {"dur", to_ns(r.duration_us)},
+                          {"pid", 1},
+                          {"tid", tid},
+                          {"args", {{"depth", r.depth}}}});
+    }
+    const json trace = {{"traceEvents", events}, {"displayTimeUnit", "ms"}};
+    out << trace.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -188,12 +332,15 @@ int main(int argc, char** argv) {
     std::string batch;
     std::string output;
     std::string device = "auto";
+    std::string precision = "fp32";
     int top_k = 1;
     int threads = 0;
     int max_batch = 64;
     bool as_json = false;
     bool attention = false;
     bool show_version = false;
+    bool profile_table = false;
+    std::string trace_path;
     app.add_option("-m,--model", model_dir, "model directory (default: the bundled easy-VQA model)");
     auto* image_opt = app.add_option("-i,--image", image, "image file (JPEG, PNG, ...)");
     auto* features_opt = app.add_option("-f,--features", features,
@@ -209,8 +356,14 @@ int main(int argc, char** argv) {
     app.add_flag("--json", as_json, "print JSON instead of text");
     app.add_flag("--attention", attention, "include the attention pooling weights in JSON output");
     app.add_option("--device", device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+    app.add_option("--precision", precision, "fp32, fp16 or bf16 (fp16/bf16 need the CUDA backend)")
+        ->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
     app.add_option("--threads", threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
     app.add_option("--max-batch", max_batch, "questions per forward pass")->check(CLI::Range(1, 65536));
+    app.add_flag("--profile", profile_table,
+                 "after answering, print the time of each stage to standard error (summed over all calls)");
+    app.add_option("--trace", trace_path,
+                   "write a timeline of the stages to this file (Chrome trace JSON: open in https://ui.perfetto.dev)");
     app.add_flag("--version", show_version, "print the library version");
     image_opt->needs(question_opt);
     features_opt->needs(question_opt);
@@ -242,45 +395,52 @@ int main(int argc, char** argv) {
         }
     }
     std::ostream& out = output.empty() ? std::cout : file_out;
+    std::ofstream trace_out;
+    if (!trace_path.empty()) {
+        trace_out.open(trace_path);
+        if (!trace_out) {
+            std::cerr << "vqa_infer: cannot write " << trace_path << "\n";
+            return 1;
+        }
+    }
+    vqa::Profile profile;
+    vqa::Profile* const profiling = profile_table || !trace_path.empty() ? &profile : nullptr;
 
     try {
         vqa::EngineOptions options;
         options.device = device == "cpu"    ? vqa::Device::kCpu
                          : device == "cuda" ? vqa::Device::kCuda
                                             : vqa::Device::kAuto;
+        options.precision = precision == "fp16"   ? vqa::Precision::kFp16
+                            : precision == "bf16" ? vqa::Precision::kBf16
+                                                  : vqa::Precision::kFp32;
         options.threads = threads;
         options.max_batch = max_batch;
+        options.profile = profiling;
         const vqa::Engine engine =
             vqa::Engine::load(model_dir.empty() ? vqa::tools::default_model_dir() : model_dir, options);
         vqa::AnswerOptions answer_options;
         answer_options.top_k = top_k;
         answer_options.return_attention = attention;
+        answer_options.profile = profiling;
+        int status = 0;
         if (!batch.empty()) {
-            return run_batch(engine, batch, max_batch, answer_options, out);
-        }
-        const bool from_features = !features.empty();
-        const std::string& input_path = from_features ? features : image;
-        const vqa::ImageInput input =
-            from_features ? vqa::ImageInput::region_file(features) : vqa::ImageInput::file(image);
-        const std::vector<vqa::Result> results = engine.answer(input, questions, answer_options);
-        bool all_ok = true;
-        if (as_json) {
-            json records = json::array();
-            for (std::size_t i = 0; i < results.size(); ++i) {
-                json record = {{from_features ? "features" : "image", input_path}, {"question", questions[i]}};
-                record.update(answers_json(results[i], attention));
-                records.push_back(record);
-                all_ok = all_ok && results[i].ok;
-            }
-            out << records.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+            status = run_batch(engine, batch, max_batch, answer_options, out);
         } else {
-            out << input_path << "\n";
-            for (std::size_t i = 0; i < results.size(); ++i) {
-                print_human(out, questions[i], results[i]);
-                all_ok = all_ok && results[i].ok;
+            status = run_single(engine, image, features, questions, answer_options, as_json, out);
+        }
+        if (profile_table) {
+            print_profile_table(profile, std::cerr);
+        }
+        if (trace_out.is_open()) {
+            write_chrome_trace(profile, trace_out);
+            trace_out.close();
+            if (!trace_out) {
+                std::cerr << "vqa_infer: cannot write " << trace_path << "\n";
+                return 1;
             }
         }
-        return all_ok ? 0 : 3;
+        return status;
     } catch (const vqa::Error& e) {
         std::cerr << "vqa_infer: error (" << vqa::error_code_name(e.code()) << "): " << e.what() << "\n";
         return 1;

@@ -31,12 +31,32 @@ enum class Device {
 
 enum class Precision { kFp32, kFp16, kBf16 };
 
+// One timed stage of a profiled call: the engine's ranges ("load", "answer", "forward", "fusion.image.0",
+// "fusion.image.0.cross_att", ...; docs/profiling.md lists them), as Nsight Systems shows them in the NVTX domain
+// "vqa".
+struct ProfileRange {
+    std::string name;
+    int depth = 0;             // nesting: 0 = the call itself ("load" or "answer"), children one deeper
+    double start_us = 0.0;     // microseconds on a steady clock; only differences matter (one clock per process)
+    double duration_us = 0.0;  // >= 0; a child lies within its parent
+    bool device = false;       // true: GPU time between CUDA events on a stream; false: host wall-clock time
+    int thread = 0;            // host thread within the call: 0 = the calling thread
+};
+
+// The ranges of the calls that were given this Profile, appended call after call (each call's ranges in the order
+// they began, a parent before its children; a device range right after the host range it times). Profiling
+// records on the calling thread only: concurrent calls that are not profiled are unaffected.
+struct Profile {
+    std::vector<ProfileRange> ranges;
+};
+
 struct EngineOptions {
     Device device = Device::kAuto;
     int threads = 0;     // CPU threads for the CPU backend; 0 = all cores
     int max_batch = 64;  // questions per forward pass; larger calls are split
     Precision precision = Precision::kFp32;
     int64_t max_image_pixels = 64'000'000;  // larger images are refused before decoding
+    Profile* profile = nullptr;             // when set, load() appends its stages to it (and keeps no pointer)
 };
 
 // Region features of one image (bottom-up-attention style): N regions of F features, optional boxes.
@@ -92,6 +112,7 @@ struct Query {
 struct AnswerOptions {
     int top_k = 1;                  // classifier models: this many answers per question, best first
     bool return_attention = false;  // fill Result::attention
+    Profile* profile = nullptr;     // when set, answer() appends the stages of the call to it (not if it throws)
 };
 
 struct Answer {

@@ -138,3 +138,96 @@ def test_batch_features_lines(tmp_path: Path) -> None:
     assert "answers" in out["b"]
     assert out["c"]["error"]["code"] == "io" and "missing.npz" in out["c"]["error"]["message"]
     assert "not both" in out["d"]["error"]["message"]
+
+
+# --profile and --trace (docs/profiling.md): the stages of the bundled model (CNN, LSTM, MCAN 2 + 2 layers).
+MODEL_STAGES = ["answer", "tokenize", "prepare_images", "decode", "preprocess", "forward", "image_encoder",
+                "image.cnn", "image.adapter", "text_encoder", "text.embedding", "text.lstm", "fusion.text.0",
+                "fusion.text.0.att", "fusion.text.0.ffn", "fusion.text.1", "fusion.image.0", "fusion.image.0.self_att",
+                "fusion.image.0.cross_att", "fusion.image.0.ffn", "fusion.image.1", "pool.image", "pool.text",
+                "head.norm", "head.classifier", "scoring"]
+
+
+def profile_rows(stderr: str) -> dict[str, list[str]]:
+    """The --profile table by stage name (with its indentation): [calls, total ms, mean ms, % call]."""
+    lines = stderr.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("stage ") and "% call" in line)
+    rows = {}
+    for line in lines[header + 1:]:
+        name, *columns = line.rsplit(maxsplit=4)
+        rows[name] = columns
+    return rows
+
+
+def test_profile_table() -> None:
+    p = run("--image", str(EXAMPLES / "images/shape0.png"), "-q", "what is the red shape?",
+            "-q", "what is the color of the shape?", "--profile")
+    assert p.returncode == 0, p.stderr
+    assert "A: triangle" in p.stdout  # the answers are unchanged, and the table is on stderr only
+    assert "stage" not in p.stdout
+    rows = profile_rows(p.stderr)
+    assert rows["answer"][0] == "1" and rows["answer"][3] == "100.0"
+    assert rows["load"][0] == "1" and rows["load"][3] == "100.0"
+    assert rows["  read_model_dir"][0] == "1"
+    indent = {"answer": 0, "tokenize": 1, "forward": 1, "image.cnn": 3, "fusion.image.0": 2,
+              "fusion.image.0.cross_att": 3, "head.classifier": 2, "scoring": 1}
+    for name, depth in indent.items():
+        assert "  " * depth + name in rows, (name, list(rows))
+    forward = rows["  forward"]
+    assert 0.0 < float(forward[1]) <= float(rows["answer"][1])
+    assert 0.0 < float(forward[3]) <= 100.0
+    children = [float(rows["  " + name][3]) for name in ["tokenize", "prepare_images", "forward", "scoring"]]
+    assert sum(children) <= 100.0 + 0.5  # rounded to 0.1 each
+
+
+def test_profile_sums_batch_chunks(tmp_path: Path) -> None:
+    out = tmp_path / "answers.jsonl"
+    p = run("--batch", str(EXAMPLES / "questions.jsonl"), "--max-batch", "10", "--output", str(out), "--profile")
+    assert p.returncode == 0, p.stderr
+    rows = profile_rows(p.stderr)
+    lines = len(expected_lines())
+    chunks = (lines + 9) // 10
+    assert rows["answer"][0] == str(chunks)  # one call per chunk of the batch file, summed
+    assert rows["  forward"][0] == str(chunks)
+    assert float(rows["answer"][2]) == pytest.approx(float(rows["answer"][1]) / chunks, abs=2e-3)
+    assert len(out.read_text().splitlines()) == lines
+
+
+def test_trace_is_a_nested_chrome_trace(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.json"
+    p = run("--image", str(EXAMPLES / "images/shape1.png"), "-q", "what is the color of the rectangle?",
+            "--trace", str(trace))
+    assert p.returncode == 0, p.stderr
+    assert "stage" not in p.stderr  # --trace alone prints no table
+    doc = json.loads(trace.read_text())
+    complete = [e for e in doc["traceEvents"] if e["ph"] == "X"]
+    assert complete and all(e["dur"] >= 0 and e["ts"] >= 0 for e in complete)
+    names = [e["name"] for e in complete]
+    assert names[0] == "load" and names.count("answer") == 1
+    assert [n for n in names if n in MODEL_STAGES] == MODEL_STAGES
+    labels = {e["tid"]: e["args"]["name"] for e in doc["traceEvents"] if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert labels[complete[0]["tid"]] == "host"
+
+    # Each event lies within its parent: the nearest earlier event of its track one level up.
+    eps = 2e-3  # microseconds: ts and dur are each rounded to the nanosecond
+    open_events: dict[int, list[dict]] = {}
+    for e in complete:
+        stack = open_events.setdefault(e["tid"], [])
+        depth = e["args"]["depth"]
+        assert depth <= len(stack), e
+        del stack[depth:]
+        if stack:
+            parent = stack[-1]
+            assert e["ts"] >= parent["ts"] - eps, (e, parent)
+            assert e["ts"] + e["dur"] <= parent["ts"] + parent["dur"] + eps, (e, parent)
+        stack.append(e)
+    by_name = {e["name"]: e for e in complete}
+    for before, after in zip(["load", "image.cnn", "fusion.text.0", "pool.image"],
+                             ["answer", "fusion.text.0", "pool.image", "head.classifier"]):
+        assert by_name[before]["ts"] + by_name[before]["dur"] <= by_name[after]["ts"] + eps, (before, after)
+
+
+def test_trace_file_errors(tmp_path: Path) -> None:
+    p = run("--image", str(EXAMPLES / "images/shape0.png"), "-q", "what?", "--trace", str(tmp_path / "no/such/dir.json"))
+    assert p.returncode == 1 and "no/such/dir.json" in p.stderr
+    assert run("--image", str(EXAMPLES / "images/shape0.png"), "-q", "what?", "--trace").returncode == 2

@@ -1,0 +1,223 @@
+// The CUDA model against the PyTorch goldens and against the CPU model, on every golden variant and in every
+// precision: fp32 reports every activation the reference stored, within the CPU model's tolerance; fp16 and bf16
+// logits stay within about 1e-2 of fp32. Also: the arena is sized at load (no growth while answering), shared
+// images, concurrent calls and invalid inputs. Label gpu: skipped without a device.
+#include <cmath>
+#include <iostream>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "engine/cpu_model.h"
+#include "engine/cuda_model.h"
+#include "tests/engine/engine_test_util.h"
+#include "tests/engine/golden_util.h"
+#include "tests/kernels/test_util.h"
+
+namespace vqa {
+namespace {
+
+namespace fs = std::filesystem;
+using test::Captured;
+using test::Golden;
+using test::golden_tokens;
+using test::kGoldens;
+using test::kVariants;
+using test::run_with_sink;
+
+// fp32 on both sides, in other summation orders (cuBLASLt and cuDNN kernels, an online softmax over key tiles,
+// float LayerNorm statistics): the CPU model's golden tolerance, which already covers OpenBLAS against ATen.
+constexpr test::Tolerance kFp32Tolerance{1e-8, 1e-5, 1e-4};
+// fp16/bf16 weights and activations with fp32 accumulation, softmax statistics and LayerNorm, through about ten
+// layers: about 1e-2 relative on the logits (DESIGN.md §5); bf16 keeps 8 bits of mantissa to fp16's 11, hence
+// its wider bound.
+constexpr test::Tolerance kFp16Tolerance{1e-4, 2e-2, 2e-2};
+constexpr test::Tolerance kBf16Tolerance{1e-3, 5e-2, 5e-2};
+
+const char* precision_name(Precision p) {
+    switch (p) {
+        case Precision::kFp16:
+            return "fp16";
+        case Precision::kBf16:
+            return "bf16";
+        case Precision::kFp32:
+            break;
+    }
+    return "fp32";
+}
+
+CudaModel make_model(const Golden& golden, Precision precision = Precision::kFp32, int64_t max_batch = 8) {
+    CudaModelOptions options;
+    options.precision = precision;
+    options.max_batch = max_batch;
+    return CudaModel(golden.model, options);
+}
+
+class CudaModelTest : public ::testing::TestWithParam<const char*> {
+protected:
+    fs::path dir() const { return kGoldens / GetParam(); }
+    void SetUp() override {
+        VQA_SKIP_WITHOUT_CUDA_DEVICE();
+        ASSERT_TRUE(fs::is_directory(dir())) << "missing golden directory " << dir();
+    }
+};
+
+TEST_P(CudaModelTest, Fp32MatchesReferenceActivations) {
+    const Golden golden(dir());
+    const CudaModel model = make_model(golden);
+    ModelOutput out;
+    const std::map<std::string, Captured> captured =
+        run_with_sink(model, golden.image_batch(), golden.text_batch(), out);
+    int compared = 0;
+    for (const std::string& name : golden.activations.names()) {
+        if (golden.activations.info(name).dtype != DType::kF32) {
+            continue;
+        }
+        SCOPED_TRACE(name);
+        const auto it = captured.find(name);
+        if (it == captured.end()) {
+            ADD_FAILURE() << "the CUDA model did not report " << name;
+            continue;
+        }
+        const std::vector<int64_t>& shape = golden.activations.info(name).shape;
+        ASSERT_EQ(it->second.shape, shape);
+        EXPECT_TRUE(test::all_close(it->second.values, golden.activations.to_float(name), kFp32Tolerance, shape));
+        ++compared;
+    }
+    EXPECT_GE(compared, 10);
+    if (golden.model.config.head.type == HeadType::kClassifier) {
+        ASSERT_TRUE(captured.count("logits"));
+        EXPECT_EQ(out.logits, captured.at("logits").values);
+    } else {
+        EXPECT_EQ(out.tokens, golden_tokens(golden.activations));
+        EXPECT_TRUE(test::all_close(out.sequence_scores, golden.activations.to_float("scores"), kFp32Tolerance));
+    }
+}
+
+// Without a sink (the path answer() takes) the same logits as the CPU backend, and the arena sized at load is
+// enough: answering never grows it.
+TEST_P(CudaModelTest, MatchesCpuModelWithoutGrowingTheArena) {
+    const Golden golden(dir());
+    const CudaModel model = make_model(golden);
+    const std::size_t workspace = model.workspace_bytes();
+    EXPECT_GT(workspace, 0u);
+    const ModelOutput gpu = model.forward(golden.image_batch(), golden.text_batch());
+    const ModelOutput cpu = CpuModel(golden.model, 0).forward(golden.image_batch(), golden.text_batch());
+    EXPECT_TRUE(test::all_close(gpu.logits, cpu.logits, kFp32Tolerance));
+    EXPECT_EQ(gpu.tokens, cpu.tokens);
+    EXPECT_TRUE(test::all_close(gpu.sequence_scores, cpu.sequence_scores, kFp32Tolerance));
+    EXPECT_EQ(model.workspace_bytes(), workspace);
+    std::cout << "[ memory   ] " << GetParam() << ": weights " << model.weight_bytes() << " B, workspace " << workspace
+              << " B for max_batch " << model.max_batch() << "\n";
+}
+
+TEST_P(CudaModelTest, ReducedPrecisionStaysCloseToFp32) {
+    const Golden golden(dir());
+    const ModelOutput reference = make_model(golden).forward(golden.image_batch(), golden.text_batch());
+    for (const Precision precision : {Precision::kFp16, Precision::kBf16}) {
+        SCOPED_TRACE(precision_name(precision));
+        const ModelOutput out = make_model(golden, precision).forward(golden.image_batch(), golden.text_batch());
+        if (golden.model.config.head.type == HeadType::kClassifier) {
+            EXPECT_TRUE(test::all_close(out.logits, reference.logits,
+                                        precision == Precision::kFp16 ? kFp16Tolerance : kBf16Tolerance));
+        } else {
+            ASSERT_EQ(out.tokens.size(), reference.tokens.size());
+            for (const auto& tokens : out.tokens) {
+                EXPECT_FALSE(tokens.empty());
+            }
+            for (const float score : out.sequence_scores) {
+                EXPECT_TRUE(std::isfinite(score) && score >= 0.0f && score <= 1.0f) << score;
+            }
+        }
+    }
+}
+
+// Each question alone (its image as a batch of one) gives what it gives inside the batch.
+TEST_P(CudaModelTest, SharedImageMatchesSingleQuestion) {
+    const Golden golden(dir());
+    const CudaModel model = make_model(golden);
+    const ModelOutput batched = model.forward(golden.image_batch(), golden.text_batch());
+    const int64_t len = golden.max_length();
+    for (int64_t q = 0; q < golden.questions(); ++q) {
+        SCOPED_TRACE("question " + std::to_string(q));
+        const int64_t zero = 0;
+        const TextBatch one{1, golden.ids.data() + q * len, golden.lengths.data() + q, &zero};
+        const ModelOutput alone =
+            model.forward(golden.single_image(golden.image_index[static_cast<std::size_t>(q)]), one);
+        if (golden.model.config.head.type == HeadType::kClassifier) {
+            const auto a = static_cast<std::ptrdiff_t>(model.num_answers());
+            const std::vector<float> row(batched.logits.begin() + q * a, batched.logits.begin() + (q + 1) * a);
+            EXPECT_TRUE(test::all_close(alone.logits, row, kFp32Tolerance));
+        } else {
+            ASSERT_EQ(alone.tokens.size(), 1u);
+            EXPECT_EQ(alone.tokens[0], batched.tokens[static_cast<std::size_t>(q)]);
+        }
+    }
+}
+
+// Calls from two threads are serialised on the model's stream and give the single-thread result exactly.
+TEST_P(CudaModelTest, ConcurrentForwardIsDeterministic) {
+    const Golden golden(dir());
+    const CudaModel model = make_model(golden);
+    const ModelOutput reference = model.forward(golden.image_batch(), golden.text_batch());
+    std::vector<ModelOutput> results(4);
+    std::vector<std::string> errors(results.size());
+    std::vector<std::thread> threads;
+    for (std::size_t i = 0; i < results.size(); ++i) {
+        threads.emplace_back([&, i] {
+            try {
+                results[i] = model.forward(golden.image_batch(), golden.text_batch());
+            } catch (const std::exception& e) {
+                errors[i] = e.what();
+            }
+        });
+    }
+    for (std::thread& t : threads) {
+        t.join();
+    }
+    for (std::size_t i = 0; i < results.size(); ++i) {
+        ASSERT_EQ(errors[i], "");
+        EXPECT_EQ(results[i].logits, reference.logits);
+        EXPECT_EQ(results[i].tokens, reference.tokens);
+    }
+}
+
+TEST_P(CudaModelTest, RejectsInvalidInputs) {
+    const Golden golden(dir());
+    const CudaModel model = make_model(golden, Precision::kFp32, golden.questions());
+    const ImageBatch images = golden.image_batch();
+    std::vector<int64_t> ids = golden.ids;
+    ids[3] = golden.model.weights.info("text.embedding.weight").shape[0];
+    EXPECT_VQA_ERROR(
+        model.forward(images, {golden.questions(), ids.data(), golden.lengths.data(), golden.image_index.data()}),
+        kInvalidArgument, "outside the vocabulary");
+    std::vector<int64_t> lengths = golden.lengths;
+    lengths[1] = 0;
+    EXPECT_VQA_ERROR(
+        model.forward(images, {golden.questions(), golden.ids.data(), lengths.data(), golden.image_index.data()}),
+        kInvalidArgument, "question 1 has length 0");
+    std::vector<int64_t> image_index = golden.image_index;
+    image_index[2] = golden.image_count;
+    EXPECT_VQA_ERROR(
+        model.forward(images, {golden.questions(), golden.ids.data(), golden.lengths.data(), image_index.data()}),
+        kInvalidArgument, "image_index");
+    // A pass larger than max_batch is refused before anything reaches the device; the model stays usable.
+    const CudaModel small = make_model(golden, Precision::kFp32, 1);
+    EXPECT_VQA_ERROR(small.forward(images, golden.text_batch()), kInvalidArgument, "max_batch");
+    const int64_t zero = 0;
+    const TextBatch one{1, golden.ids.data(), golden.lengths.data(), &zero};
+    EXPECT_NO_THROW(small.forward(golden.single_image(0), one));
+    const ModelOutput empty = model.forward(images, {0, nullptr, nullptr, nullptr});
+    EXPECT_TRUE(empty.logits.empty() && empty.tokens.empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(cuda_model,
+                         CudaModelTest,
+                         ::testing::ValuesIn(kVariants),
+                         [](const ::testing::TestParamInfo<const char*>& info) { return std::string(info.param); });
+
+}  // namespace
+}  // namespace vqa
