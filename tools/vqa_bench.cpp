@@ -28,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "tools/forward_timer.h"
 #include "tools/model_path.h"
 #include "vqa/engine.h"
 
@@ -232,6 +233,8 @@ struct BatchResult {
     double questions_per_s = 0.0;
     double peak_rss_mib = 0.0;
     std::vector<std::string> answers;  // top-1 answer of each question, from the last timed call
+    bool has_from_features = false;
+    Timing from_features;  // the forward pass alone (tools/forward_timer.h)
 };
 
 void check_results(const std::vector<vqa::Result>& results) {
@@ -293,6 +296,7 @@ struct Settings {
     int max_batch = 0;
     uint64_t seed = 0;
     bool as_json = false;
+    bool from_features = false;  // also time the forward pass alone (always on the CUDA backend)
     std::string dump_inputs;
 };
 
@@ -329,6 +333,10 @@ void dump_inputs(const Settings& s, const BenchModel& m, const std::vector<Workl
     }
 }
 
+json timing_json(const Timing& t) {
+    return {{"median", t.median_ms}, {"p90", t.p90_ms}, {"mean", t.mean_ms}, {"min", t.min_ms}, {"max", t.max_ms}};
+}
+
 json report_json(const Settings& s,
                  const BenchModel& m,
                  const vqa::ModelInfo& info,
@@ -341,17 +349,16 @@ json report_json(const Settings& s,
     }
     json rows = json::array();
     for (const BatchResult& r : results) {
-        rows.push_back({{"batch", r.batch},
-                        {"images", r.images},
-                        {"latency_ms",
-                         {{"median", r.timing.median_ms},
-                          {"p90", r.timing.p90_ms},
-                          {"mean", r.timing.mean_ms},
-                          {"min", r.timing.min_ms},
-                          {"max", r.timing.max_ms}}},
-                        {"questions_per_s", r.questions_per_s},
-                        {"peak_rss_mib", r.peak_rss_mib},
-                        {"answers", r.answers}});
+        json row = {{"batch", r.batch},
+                    {"images", r.images},
+                    {"latency_ms", timing_json(r.timing)},
+                    {"questions_per_s", r.questions_per_s},
+                    {"peak_rss_mib", r.peak_rss_mib},
+                    {"answers", r.answers}};
+        if (r.has_from_features) {
+            row["from_features_ms"] = timing_json(r.from_features);
+        }
+        rows.push_back(row);
     }
     return {{"tool", "vqa_bench"},
             {"version", vqa::version()},
@@ -399,12 +406,16 @@ void print_table(std::ostream& out,
                   device_name(info.device), s.precision.c_str(), s.threads, std::thread::hardware_concurrency(),
                   s.questions_per_image, s.max_batch, s.warmup, s.iters, load_ms);
     out << line;
-    std::snprintf(line, sizeof line, "%7s %7s %12s %12s %14s %14s\n", "batch", "images", "median ms", "p90 ms",
-                  "questions/s", "peak RSS MiB");
+    std::snprintf(line, sizeof line, "%7s %7s %12s %12s %14s %14s %16s\n", "batch", "images", "median ms", "p90 ms",
+                  "questions/s", "peak RSS MiB", "forward-only ms");
     out << line;
     for (const BatchResult& r : results) {
-        std::snprintf(line, sizeof line, "%7d %7d %12.3f %12.3f %14.1f %14.1f\n", r.batch, r.images, r.timing.median_ms,
-                      r.timing.p90_ms, r.questions_per_s, r.peak_rss_mib);
+        char forward[32] = "-";
+        if (r.has_from_features) {
+            std::snprintf(forward, sizeof forward, "%.3f", r.from_features.median_ms);
+        }
+        std::snprintf(line, sizeof line, "%7d %7d %12.3f %12.3f %14.1f %14.1f %16s\n", r.batch, r.images,
+                      r.timing.median_ms, r.timing.p90_ms, r.questions_per_s, r.peak_rss_mib, forward);
         out << line;
     }
 }
@@ -438,6 +449,18 @@ int run(Settings s) {
     std::vector<BatchResult> results;
     for (const Workload& w : workloads) {
         results.push_back(run_batch(engine, w, s.warmup, s.iters));
+    }
+    if (s.from_features || engine.info().device == vqa::Device::kCuda) {
+        // The model loaded once more, next to the engine, for the forward pass alone.
+        const vqa::tools::ForwardTimer timer(s.model_dir, options);
+        for (std::size_t i = 0; i < workloads.size(); ++i) {
+            if (workloads[i].batch > s.max_batch) {
+                continue;  // more than one forward pass: the whole-call figure covers it
+            }
+            results[i].from_features =
+                summarize(timer.time(workloads[i].images, workloads[i].queries, s.warmup, s.iters));
+            results[i].has_from_features = true;
+        }
     }
     if (s.as_json) {
         std::cout << report_json(s, m, engine.info(), load_ms, results).dump(2) << "\n";
@@ -478,6 +501,8 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(0, 1 << 20));
     app.add_option("--seed", s.seed, "seed of the synthetic inputs")->capture_default_str();
     app.add_flag("--json", s.as_json, "print JSON instead of a table");
+    app.add_flag("--from-features", s.from_features,
+                 "also time the forward pass alone on prepared inputs (always on with the CUDA backend)");
     app.add_option("--dump-inputs", s.dump_inputs,
                    "write the questions, image indices and pixel seed used here (for tools/bench_torch.py --inputs)");
     try {

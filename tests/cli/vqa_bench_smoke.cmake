@@ -4,7 +4,8 @@ file(MAKE_DIRECTORY "${WORK}")
 set(dump "${WORK}/vqa_bench_smoke_inputs.json")
 file(REMOVE "${dump}")
 execute_process(
-  COMMAND "${VQA_BENCH}" --model "${MODEL}" --batch 1,3 --iters 2 --warmup 1 --json --dump-inputs "${dump}"
+  COMMAND "${VQA_BENCH}" --model "${MODEL}" --batch 1,3 --iters 2 --warmup 1 --json --from-features
+          --dump-inputs "${dump}"
   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "vqa_bench exited with ${rc}\n${out}\n${err}")
@@ -43,7 +44,7 @@ if(NOT tool STREQUAL "vqa_bench" OR NOT device MATCHES "^(cpu|cuda)$" OR NOT cou
   message(FATAL_ERROR "vqa_bench JSON: expected tool vqa_bench, device cpu or cuda, 2 results; got ${tool}, "
                       "${device}, ${count}")
 endif()
-foreach(key version model/name model/parameters threads questions_per_image iters warmup max_batch env load_ms)
+foreach(key version model/name model/parameters precision threads questions_per_image iters warmup max_batch env load_ms)
   string(REPLACE "/" ";" path "${key}")
   json_get(ignored "${out}" ${path})
 endforeach()
@@ -54,6 +55,7 @@ foreach(i RANGE 1)
   json_get(batch "${out}" results ${i} batch)
   json_get(images "${out}" results ${i} images)
   json_length(answers "${out}" results ${i} answers)
+  expect_positive("${out}" results ${i} from_features_ms median)
   if(NOT batch EQUAL expected OR NOT images EQUAL 1 OR NOT answers EQUAL expected)
     message(FATAL_ERROR "vqa_bench JSON: results[${i}]: expected batch ${expected} on 1 image with ${expected} "
                         "answers, got batch ${batch}, ${images} images, ${answers} answers")
