@@ -13,6 +13,7 @@
 #include "engine/cpu_model.h"
 #include "engine/model_runner.h"
 #include "engine/device.h"
+#include "engine/image_preparer.h"
 #include "engine/inputs.h"
 #include "engine/json_util.h"
 #include "engine/model_dir.h"
@@ -171,7 +172,7 @@ struct EngineState {
 };
 
 void run_chunk(const EngineState& impl,
-               const std::vector<PreparedImage>& prepared,
+               const std::vector<const PreparedImage*>& prepared,
                const std::vector<Query>& queries,
                const std::vector<PendingQuery>& pending,
                const std::vector<std::size_t>& chunk,
@@ -194,6 +195,8 @@ Engine Engine::load(const std::string& model_dir, const EngineOptions& options) 
     VQA_CHECK(options.max_batch >= 1, kInvalidArgument, "EngineOptions::max_batch: expected >= 1, got ",
               options.max_batch);
     VQA_CHECK(options.threads >= 0, kInvalidArgument, "EngineOptions::threads: expected >= 0, got ", options.threads);
+    VQA_CHECK(options.decode_threads >= -1, kInvalidArgument,
+              "EngineOptions::decode_threads: expected -1 (automatic) or >= 0, got ", options.decode_threads);
     VQA_CHECK(options.max_image_pixels >= 1, kInvalidArgument, "EngineOptions::max_image_pixels: expected >= 1, got ",
               options.max_image_pixels);
     const Device device = select_backend(options.device, options.precision);
@@ -272,59 +275,30 @@ std::vector<Result> Engine::answer(const std::vector<ImageInput>& images,
         }
     }
 
-    // Each image that a valid question asks about is prepared once.
-    std::vector<std::optional<PreparedImage>> prepared(images.size());
-    std::vector<std::string> image_error(images.size());
-    std::vector<ErrorCode> image_code(images.size(), ErrorCode::kInternal);
+    // Each image that a valid question asks about is prepared once, on worker threads, in the order the forward
+    // passes need them: a pass runs while the images of the next ones are decoded.
+    std::vector<std::size_t> order;
     {
-        const TraceRange range("prepare_images");  // per image: "decode" + "preprocess", or "read_regions"
         std::vector<char> needed(images.size(), 0);
         for (std::size_t i = 0; i < queries.size(); ++i) {
-            needed[queries[i].image] |= pending[i].ok ? 1 : 0;
-        }
-        for (std::size_t m = 0; m < images.size(); ++m) {
-            if (!needed[m]) {
-                continue;
-            }
-            try {
-                prepared[m] = prepare_image(images[m], config, impl_->options.max_image_pixels);
-            } catch (const Error& e) {
-                image_code[m] = e.code();
-                image_error[m] = e.what();
-            } catch (const std::bad_alloc&) {
-                image_code[m] = ErrorCode::kOutOfMemory;
-                image_error[m] = images[m].name() + ": out of memory while decoding";
+            const auto m = static_cast<std::size_t>(queries[i].image);
+            if (pending[i].ok && !needed[m]) {
+                needed[m] = 1;
+                order.push_back(m);
             }
         }
     }
+    const int decode_threads = impl_->options.decode_threads;
+    const int threads = decode_threads < 0 ? ImagePreparer::default_threads(order.size())
+                                           : std::min(decode_threads, static_cast<int>(order.size()));
+    ImagePreparer preparer(images, order, config, impl_->options.max_image_pixels, threads);
+    std::vector<const PreparedImage*> prepared(images.size(), nullptr);
 
-    std::vector<std::size_t> runnable;
-    for (std::size_t i = 0; i < queries.size(); ++i) {
-        if (!pending[i].ok) {
-            continue;
-        }
-        const auto m = static_cast<std::size_t>(queries[i].image);
-        if (!prepared[m]) {
-            fail(results[i], image_code[m], image_error[m]);
-            continue;
-        }
-        const auto& w = prepared[m]->warnings;
-        results[i].warnings.insert(results[i].warnings.end(), w.begin(), w.end());
-        runnable.push_back(i);
-    }
-
-    std::vector<PreparedImage> kept;  // empty placeholders keep the indices of `images`
-    kept.reserve(images.size());
-    for (auto& p : prepared) {
-        kept.push_back(p ? std::move(*p) : PreparedImage{});
-    }
     const auto max_batch = static_cast<std::size_t>(impl_->options.max_batch);
-    for (std::size_t start = 0; start < runnable.size(); start += max_batch) {
-        const std::vector<std::size_t> chunk(
-            runnable.begin() + static_cast<std::ptrdiff_t>(start),
-            runnable.begin() + static_cast<std::ptrdiff_t>(std::min(runnable.size(), start + max_batch)));
+    std::vector<std::size_t> chunk;
+    const auto run = [&] {
         try {
-            run_chunk(*impl_, kept, queries, pending, chunk, options, results);
+            run_chunk(*impl_, prepared, queries, pending, chunk, options, results);
         } catch (const std::bad_alloc&) {
             // The questions of this forward pass fail alone: the other chunks, and later calls, may well fit.
             for (std::size_t q : chunk) {
@@ -335,6 +309,28 @@ std::vector<Result> Engine::answer(const std::vector<ImageInput>& images,
                          " questions (a smaller EngineOptions::max_batch needs less)");
             }
         }
+        chunk.clear();
+    };
+    for (std::size_t i = 0; i < queries.size(); ++i) {
+        if (!pending[i].ok) {
+            continue;
+        }
+        const auto m = static_cast<std::size_t>(queries[i].image);
+        const ImagePreparer::Outcome& outcome = preparer.wait(m);
+        if (!outcome.image) {
+            fail(results[i], outcome.code, outcome.error);
+            continue;
+        }
+        prepared[m] = &*outcome.image;
+        const auto& w = outcome.image->warnings;
+        results[i].warnings.insert(results[i].warnings.end(), w.begin(), w.end());
+        chunk.push_back(i);
+        if (chunk.size() == max_batch) {
+            run();
+        }
+    }
+    if (!chunk.empty()) {
+        run();
     }
     call.finish();
     return results;
@@ -350,7 +346,7 @@ void fill_classifier(
 void fill_generated(const ModelDir& dir, const ModelOutput& out, std::size_t row, Result& r);
 
 void run_chunk(const EngineState& impl,
-               const std::vector<PreparedImage>& prepared,
+               const std::vector<const PreparedImage*>& prepared,
                const std::vector<Query>& queries,
                const std::vector<PendingQuery>& pending,
                const std::vector<std::size_t>& chunk,
@@ -376,7 +372,7 @@ void run_chunk(const EngineState& impl,
     std::vector<float> region_feats;
     std::vector<float> boxes5;
     for (int64_t image : order) {
-        const PreparedImage& p = prepared[static_cast<std::size_t>(image)];
+        const PreparedImage& p = *prepared[static_cast<std::size_t>(image)];
         pixels.insert(pixels.end(), p.pixels.begin(), p.pixels.end());
         region_feats.insert(region_feats.end(), p.regions.begin(), p.regions.end());
         boxes5.insert(boxes5.end(), p.boxes5.begin(), p.boxes5.end());

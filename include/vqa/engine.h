@@ -57,6 +57,10 @@ struct EngineOptions {
     Precision precision = Precision::kFp32;
     int64_t max_image_pixels = 64'000'000;  // larger images are refused before decoding
     Profile* profile = nullptr;             // when set, load() appends its stages to it (and keeps no pointer)
+    // Threads that decode and preprocess the images of a call while its forward passes run (in the order the
+    // passes need them): -1 = as many as there are images, up to the cores and at most 8; 0 = on the calling
+    // thread, each image just before its first pass.
+    int decode_threads = -1;
 };
 
 // Region features of one image (bottom-up-attention style): N regions of F features, optional boxes.

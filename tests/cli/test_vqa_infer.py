@@ -141,7 +141,7 @@ def test_batch_features_lines(tmp_path: Path) -> None:
 
 
 # --profile and --trace (docs/profiling.md): the stages of the bundled model (CNN, LSTM, MCAN 2 + 2 layers).
-MODEL_STAGES = ["answer", "tokenize", "prepare_images", "decode", "preprocess", "forward", "image_encoder",
+MODEL_STAGES = ["answer", "tokenize", "prepare_image", "decode", "preprocess", "forward", "image_encoder",
                 "image.cnn", "image.adapter", "text_encoder", "text.embedding", "text.lstm", "fusion.text.0",
                 "fusion.text.0.att", "fusion.text.0.ffn", "fusion.text.1", "fusion.image.0", "fusion.image.0.self_att",
                 "fusion.image.0.cross_att", "fusion.image.0.ffn", "fusion.image.1", "pool.image", "pool.text",
@@ -176,7 +176,7 @@ def test_profile_table() -> None:
     forward = rows["  forward"]
     assert 0.0 < float(forward[1]) <= float(rows["answer"][1])
     assert 0.0 < float(forward[3]) <= 100.0
-    children = [float(rows["  " + name][3]) for name in ["tokenize", "prepare_images", "forward", "scoring"]]
+    children = [float(rows["  " + name][3]) for name in ["tokenize", "prepare_image", "forward", "scoring"]]
     assert sum(children) <= 100.0 + 0.5  # rounded to 0.1 each
 
 

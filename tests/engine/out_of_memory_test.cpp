@@ -116,6 +116,9 @@ Engine load_engine(int max_batch) {
     options.device = Device::kCpu;
     options.threads = 1;
     options.max_batch = max_batch;
+    // Images are prepared on the calling thread, where the injection is armed; the workers' own handling of a
+    // failed allocation is the same code (ImagePreparer::prepare), run there instead.
+    options.decode_threads = 0;
     return Engine::load(kModel.string(), options);
 }
 

@@ -74,9 +74,9 @@ std::vector<int> parents_of(const Profile& profile) {
 const std::vector<std::pair<std::string, std::string>> kAnswerStages = {
     {"answer", ""},
     {"tokenize", "answer"},
-    {"prepare_images", "answer"},
-    {"decode", "prepare_images"},
-    {"preprocess", "prepare_images"},
+    {"prepare_image", "answer"},
+    {"decode", "prepare_image"},
+    {"preprocess", "prepare_image"},
     {"forward", "answer"},
     {"image_encoder", "forward"},
     {"image.cnn", "image_encoder"},
