@@ -296,18 +296,28 @@ std::vector<Result> Engine::answer(const std::vector<ImageInput>& images,
 
     const auto max_batch = static_cast<std::size_t>(impl_->options.max_batch);
     std::vector<std::size_t> chunk;
+    // The questions of a forward pass that ran out of memory fail alone: the other passes, and later calls, may
+    // well fit.
+    const auto fail_chunk = [&](const std::string& message) {
+        for (std::size_t q : chunk) {
+            results[q].answers.clear();
+            results[q].attention = AttentionMaps{};
+            fail(results[q], ErrorCode::kOutOfMemory, message);
+        }
+    };
     const auto run = [&] {
         try {
             run_chunk(*impl_, prepared, queries, pending, chunk, options, results);
         } catch (const std::bad_alloc&) {
-            // The questions of this forward pass fail alone: the other chunks, and later calls, may well fit.
-            for (std::size_t q : chunk) {
-                results[q].answers.clear();
-                results[q].attention = AttentionMaps{};
-                fail(results[q], ErrorCode::kOutOfMemory,
-                     "out of memory answering a batch of " + std::to_string(chunk.size()) +
-                         " questions (a smaller EngineOptions::max_batch needs less)");
+            fail_chunk("out of memory answering a batch of " + std::to_string(chunk.size()) +
+                       " questions (a smaller EngineOptions::max_batch needs less)");
+        } catch (const Error& e) {
+            if (e.code() != ErrorCode::kOutOfMemory) {
+                throw;
             }
+            // Device memory (another process took what the arena needed): as for host memory.
+            fail_chunk(std::string(e.what()) + " (answering a batch of " + std::to_string(chunk.size()) +
+                       " questions; a smaller EngineOptions::max_batch needs less)");
         }
         chunk.clear();
     };
