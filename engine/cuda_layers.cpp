@@ -8,7 +8,7 @@
 #include "kernels/attention_pool.h"
 #include "kernels/fused_attention.h"
 #include "kernels/layer_norm.h"
-#include "kernels/nvtx.h"
+#include "kernels/trace.h"
 #include "kernels/qkv_projection.h"
 
 namespace vqa::gpu {
@@ -292,7 +292,7 @@ void self_attention_layer(const LayerContext& lc,
                           const uint8_t* mask,
                           const cpu_layers::LayerShape& shape,
                           const std::string& name) {
-    NvtxRange range(name.c_str());
+    const TraceRange range(name, lc.ctx.stream());
     const int64_t rows = shape.batch * shape.q_len;
     T* sublayer = lc.ctx.arena().take<T>(rows * lc.spec.dim);
     self_attention(lc, layer.att, x, mask, shape.batch, shape.q_len, sublayer, name + ".att");
@@ -309,7 +309,7 @@ void guided_attention_layer(const LayerContext& lc,
                             const uint8_t* y_mask,
                             const cpu_layers::LayerShape& shape,
                             const std::string& name) {
-    NvtxRange range(name.c_str());
+    const TraceRange range(name, lc.ctx.stream());
     const int64_t rows = shape.batch * shape.q_len;
     T* sublayer = lc.ctx.arena().take<T>(rows * lc.spec.dim);
     self_attention(lc, layer.self_att, x, x_mask, shape.batch, shape.q_len, sublayer, name + ".self_att");
@@ -329,7 +329,7 @@ void cross_attention_layer(const LayerContext& lc,
                            const uint8_t* kv_mask,
                            const cpu_layers::LayerShape& shape,
                            const std::string& name) {
-    NvtxRange range(name.c_str());
+    const TraceRange range(name, lc.ctx.stream());
     const int64_t rows = shape.batch * shape.q_len;
     T* sublayer = lc.ctx.arena().take<T>(rows * lc.spec.dim);
     cross_attention(lc, layer.cross_att, x, k, v, kv_mask, shape, sublayer, name + ".cross_att");
@@ -347,7 +347,7 @@ void attention_pool(const LayerContext& lc,
                     T* pooled,
                     const std::string& name,
                     float* weights_out) {
-    NvtxRange range(name.c_str());
+    const TraceRange range(name, lc.ctx.stream());
     CudaContext& ctx = lc.ctx;
     const int64_t rows = batch * len;
     const int64_t glimpses = pool.fc2.out;

@@ -197,6 +197,7 @@ private:
     ModelOutput read_logits(int64_t batch) const;
     ModelOutput run_eager(const ImageBatch& images, const TextBatch& text, const ActivationSink* sink);
     ModelOutput run_graph(const ImageBatch& images, const TextBatch& text);
+    void drop_graphs_if_arena_moved();
     // Packs the inputs into pinned memory and, with to_device, queues their copy into the arena (a CUDA graph's
     // replay only needs the packing: its captured copy reads the same pinned addresses).
     DeviceInputs stage_inputs(const ImageBatch& images, const TextBatch& text, int64_t len, bool to_device);
@@ -241,6 +242,7 @@ private:
     PinnedBuffer pinned_out_;
     // One instantiated CUDA graph per (questions, images) bucket; null until the bucket's second pass.
     std::map<std::pair<int64_t, int64_t>, cudaGraphExec_t> graphs_;
+    uint64_t graphs_arena_generation_ = 0;  // the arena generation the non-null graphs were captured in
     // Host copies of a padded batch (kept to reuse their capacity).
     std::vector<int64_t> padded_ids_;
     std::vector<int64_t> padded_lengths_;
@@ -320,7 +322,7 @@ DeviceInputs Graph<T>::stage_inputs(const ImageBatch& images, const TextBatch& t
 // §4: tokens [Bi, Ni, d] and their mask [Bi, Ni] (1 = valid).
 template <typename T>
 void Graph<T>::encode_images(const LayerContext& lc, const DeviceInputs& in, int64_t count, T* tokens, uint8_t* valid) {
-    TraceRange range("image_encoder");
+    const TraceRange range("image_encoder", lc.ctx.stream());
     CudaContext& ctx = lc.ctx;
     const cudaStream_t stream = ctx.stream();
     const int64_t rows = count * tokens_;
@@ -363,7 +365,7 @@ void Graph<T>::encode_images(const LayerContext& lc, const DeviceInputs& in, int
 template <typename T>
 void Graph<T>::encode_text(
     const LayerContext& lc, const DeviceInputs& in, int64_t batch, int64_t len, T* t, const uint8_t* t_valid) {
-    TraceRange range("text_encoder");
+    const TraceRange range("text_encoder", lc.ctx.stream());
     CudaContext& ctx = lc.ctx;
     const cudaStream_t stream = ctx.stream();
     const int64_t rows = batch * len;
@@ -489,7 +491,7 @@ void Graph<T>::fuse_simple(const LayerContext& lc,
 template <typename T>
 void Graph<T>::decode_greedy(
     const LayerContext& lc, const DeviceInputs& in, const T* fused, int64_t batch, ModelOutput& out) {
-    TraceRange range("decode");
+    const TraceRange range("head.generate", lc.ctx.stream());
     CudaContext& ctx = lc.ctx;
     const cudaStream_t stream = ctx.stream();
     const HeadConfig& head = config_.head;
@@ -596,8 +598,7 @@ void Graph<T>::run_device(
     const int64_t out_dim = config_.pool.out_dim;
     T* pooled_text = ctx.arena().take<T>(batch * out_dim);
     T* pooled_image = ctx.arena().take<T>(batch * out_dim);
-    {
-        TraceRange range("fusion");
+    {  // the fusion layers and the poolings open their own ranges, as on the CPU
         if (config_.fusion.type == FusionType::kMcan) {
             fuse_mcan(lc, in, image_tokens, image_valid, batch, images, len, t, t_valid, pooled_text, pooled_image);
         } else {
@@ -607,11 +608,14 @@ void Graph<T>::run_device(
     emit_device(lc, "pooled_text", {batch, out_dim}, pooled_text);
     emit_device(lc, "pooled_image", {batch, out_dim}, pooled_image);
     T* fused = ctx.arena().take<T>(batch * out_dim);  // f = LN(pooled_text + pooled_image)
-    head_norm_.forward(ctx, pooled_text, pooled_image, fused, batch);
+    {
+        const TraceRange range("head.norm", stream);
+        head_norm_.forward(ctx, pooled_text, pooled_image, fused, batch);
+    }
     emit_device(lc, "fused", {batch, out_dim}, fused);
 
     if (config_.head.type == HeadType::kClassifier) {
-        TraceRange range("classifier", stream);
+        const TraceRange range("head.classifier", stream);
         float* logits = ctx.arena().take<float>(batch * num_answers_);
         linear_to_float<T>(ctx, {fused, batch, out_dim, 0}, classifier_.weight.data(), classifier_bias_.data(), logits,
                            num_answers_, Epilogue::kBias);
@@ -656,6 +660,23 @@ int64_t bucket_of(int64_t n, int64_t max_batch) {
     return std::min(bucket, max_batch);
 }
 
+// reset() replaces the arena's chunks after a pass outgrew them (a pass with an activation sink takes more than the
+// load passes sized the arena for): every graph captured before then reads and writes freed device memory. Such
+// graphs are dropped and captured again on their bucket's next pass.
+template <typename T>
+void Graph<T>::drop_graphs_if_arena_moved() {
+    if (ctx_.arena().generation() == graphs_arena_generation_) {
+        return;
+    }
+    for (auto& entry : graphs_) {
+        if (entry.second != nullptr) {
+            VQA_CUDA_CHECK(cudaGraphExecDestroy(entry.second));
+            entry.second = nullptr;
+        }
+    }
+    graphs_arena_generation_ = ctx_.arena().generation();
+}
+
 template <typename T>
 ModelOutput Graph<T>::run_graph(const ImageBatch& images, const TextBatch& text) {
     // Pad to the bucket: extra questions repeat question 0 (about image 0), extra images are zeros that no question
@@ -687,6 +708,7 @@ ModelOutput Graph<T>::run_graph(const ImageBatch& images, const TextBatch& text)
     padded_images.boxes5 = pad_images(images.boxes5, tokens_ * 5, padded_boxes_);
     const TextBatch padded_text{batch, padded_ids_.data(), padded_lengths_.data(), padded_index_.data()};
 
+    drop_graphs_if_arena_moved();
     const auto key = std::make_pair(batch, image_count);
     auto found = graphs_.find(key);
     if (found == graphs_.end()) {
@@ -700,6 +722,7 @@ ModelOutput Graph<T>::run_graph(const ImageBatch& images, const TextBatch& text)
     if (found->second == nullptr) {
         const LayerContext lc{ctx_, spec_, nullptr};
         ctx_.arena().reset();
+        drop_graphs_if_arena_moved();
         const std::size_t arena_chunks = static_cast<std::size_t>(ctx_.arena().chunk_count());
         cudaGraph_t graph = nullptr;
         VQA_CUDA_CHECK(cudaStreamBeginCapture(ctx_.stream(), cudaStreamCaptureModeThreadLocal));
@@ -779,7 +802,7 @@ std::unique_ptr<GraphBase> make_graph(CudaContext& ctx, const cpu_layers::ModelW
 CudaModel::CudaModel(const ModelDir& dir, const CudaModelOptions& options) : impl_(std::make_unique<Impl>()) {
     VQA_CHECK(options.max_batch >= 1, kInvalidArgument, "CudaModel: max_batch must be >= 1, got ", options.max_batch);
     VQA_CHECK(!dir.answers.empty(), kModelFormat, "answers.json: expected at least one answer");
-    TraceRange range("upload");
+    const TraceRange range("upload");
     impl_->max_batch = options.max_batch;
     const gpu::DeviceScope scope(options.device);
     std::size_t free_before = 0;

@@ -111,6 +111,7 @@ void DeviceArena::reset() {
         // The last pass outgrew the first chunk: replace them all by one chunk that holds the whole pass. cudaFree
         // waits for the device, so no kernel of the last pass still uses them.
         free_chunks();
+        ++generation_;
         Chunk chunk;
         chunk.size = high_water_;
         VQA_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&chunk.data), chunk.size));

@@ -132,6 +132,9 @@ public:
     std::size_t capacity() const;                           // bytes held in all chunks
     std::size_t high_water() const { return high_water_; }  // largest bytes taken in one pass
     int chunk_count() const { return static_cast<int>(chunks_.size()); }
+    // Changes whenever reset() replaces the chunks: device addresses taken before (a captured CUDA graph's) are
+    // then freed memory.
+    uint64_t generation() const { return generation_; }
 
 private:
     struct Chunk {
@@ -144,6 +147,7 @@ private:
     std::vector<Chunk> chunks_;
     std::size_t taken_ = 0;  // bytes taken in the current pass (with alignment)
     std::size_t high_water_ = 0;
+    uint64_t generation_ = 0;
 };
 
 // ---- Context ----

@@ -15,7 +15,7 @@
 #include "kernels/attention_pool.h"
 #include "kernels/cuda_check.h"
 #include "kernels/element_convert.cuh"
-#include "kernels/nvtx.h"
+#include "kernels/trace.h"
 
 namespace vqa::cuda {
 namespace {
@@ -216,7 +216,7 @@ bool is_aligned_16(const void* ptr) {
 template <typename T>
 void attention_pool(
     const AttentionPoolParams& params, const T* x, float* weights, const uint8_t* mask, T* z, cudaStream_t stream) {
-    NvtxRange range("attention_pool");
+    const TraceRange range("attention_pool", stream);
     check_attention_pool_args(params, x, weights, z, "attention_pool");
     if (params.batch == 0) {
         return;

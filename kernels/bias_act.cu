@@ -11,7 +11,7 @@
 #include "kernels/bias_act.h"
 #include "kernels/cuda_check.h"
 #include "kernels/element_convert.cuh"
-#include "kernels/nvtx.h"
+#include "kernels/trace.h"
 
 namespace vqa::cuda {
 namespace {
@@ -182,7 +182,7 @@ void bias_act(const T* x,
               int64_t cols,
               cpu::Activation act,
               cudaStream_t stream) {
-    NvtxRange range("bias_act");
+    const TraceRange range("bias_act", stream);
     check_bias_act_args(x, bias, residual, y, rows, cols, act);
     if (rows == 0 || cols == 0) {
         return;

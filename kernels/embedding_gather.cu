@@ -11,7 +11,7 @@
 #include "kernels/check.h"
 #include "kernels/cuda_check.h"
 #include "kernels/embedding_gather.h"
-#include "kernels/nvtx.h"
+#include "kernels/trace.h"
 
 namespace vqa::cuda {
 namespace {
@@ -104,7 +104,7 @@ void embedding_gather(const Id* ids,
                       int* error_flag,
                       cudaStream_t stream) {
     static_assert(sizeof(T) == 2 || sizeof(T) == 4, "element types are 2 or 4 bytes wide");
-    NvtxRange range("embedding_gather");
+    const TraceRange range("embedding_gather", stream);
     check_embedding_gather_args(ids, n, table, vocab_size, dim, out, error_flag);
     if (n == 0) {
         return;

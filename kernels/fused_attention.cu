@@ -14,7 +14,7 @@
 #include "kernels/cuda_check.h"
 #include "kernels/element_convert.cuh"
 #include "kernels/fused_attention.h"
-#include "kernels/nvtx.h"
+#include "kernels/trace.h"
 
 namespace vqa::cuda {
 namespace {
@@ -305,7 +305,7 @@ void fused_attention_cuda(const cpu::AttentionParams& params,
                           T* o,
                           float* probs,
                           cudaStream_t stream) {
-    NvtxRange range("fused_attention");
+    const TraceRange range("fused_attention", stream);
     check_fused_attention_args(params, q, k, v, o, "fused_attention");
     if (params.batch == 0 || params.q_len == 0) {
         return;

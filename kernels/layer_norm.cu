@@ -16,7 +16,7 @@
 #include "kernels/cuda_check.h"
 #include "kernels/element_convert.cuh"
 #include "kernels/layer_norm.h"
-#include "kernels/nvtx.h"
+#include "kernels/trace.h"
 
 namespace vqa::cuda {
 namespace {
@@ -384,7 +384,7 @@ void layer_norm(const LayerNormParams& params,
                 T* y,
                 T* pre_norm,
                 cudaStream_t stream) {
-    NvtxRange range("layer_norm");
+    const TraceRange range("layer_norm", stream);
     check_layer_norm_args(params, x, residual, weight, bias, y, pre_norm);
     if (params.rows == 0) {
         return;

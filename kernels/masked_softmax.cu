@@ -11,7 +11,7 @@
 #include "kernels/cuda_check.h"
 #include "kernels/element_convert.cuh"
 #include "kernels/masked_softmax.h"
-#include "kernels/nvtx.h"
+#include "kernels/trace.h"
 
 namespace vqa::cuda {
 namespace {
@@ -208,7 +208,7 @@ void masked_softmax_cuda(const SoftmaxParams& p,
                          const float* additive,
                          T* probs,
                          cudaStream_t stream) {
-    NvtxRange range("masked_softmax");
+    const TraceRange range("masked_softmax", stream);
     check_softmax_args(p, scores, probs, additive, "masked_softmax");
     if (p.rows == 0 || p.cols == 0) {
         return;

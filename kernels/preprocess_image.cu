@@ -11,7 +11,7 @@
 
 #include "kernels/cuda_check.h"
 #include "kernels/element_convert.cuh"
-#include "kernels/nvtx.h"
+#include "kernels/trace.h"
 #include "kernels/preprocess_image.h"
 
 namespace vqa::cuda {
@@ -158,7 +158,7 @@ void preprocess_images(const PreprocessBatchParams& params,
                        int64_t staging_bytes,
                        T* dst,
                        cudaStream_t stream) {
-    NvtxRange range("preprocess_images");
+    const TraceRange range("preprocess_images", stream);
     check_preprocess_batch_args(params, images, staging, staging_bytes, dst, "preprocess_images");
     if (params.count == 0) {
         return;
@@ -168,7 +168,7 @@ void preprocess_images(const PreprocessBatchParams& params,
 
 template <typename T>
 void preprocess_image(const cpu::PreprocessParams& params, const uint8_t* src, T* dst, cudaStream_t stream) {
-    NvtxRange range("preprocess_image");
+    const TraceRange range("preprocess_image", stream);
     const cpu::PreprocessParams& p = params;
     VQA_CHECK(p.src_h >= 1 && p.src_w >= 1 && p.src_h <= kPreprocessMaxSide && p.src_w <= kPreprocessMaxSide,
               kInvalidArgument, "preprocess_image: expected a source size in [1, ", kPreprocessMaxSide, "], got ",

@@ -18,7 +18,7 @@
 
 #include "kernels/cuda_check.h"
 #include "kernels/element_convert.cuh"
-#include "kernels/nvtx.h"
+#include "kernels/trace.h"
 #include "kernels/qkv_projection.h"
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -335,7 +335,7 @@ void head_projection_cuda(const HeadProjectionParams& p,
                           const T* bias,
                           const HeadOutputs<T>& outputs,
                           cudaStream_t stream) {
-    NvtxRange range("fused_qkv_projection");
+    const TraceRange range("fused_qkv_projection", stream);
     check_head_projection_args(p, x, weight, outputs, "fused_qkv_projection");
     if (p.rows() == 0) {
         return;

@@ -13,7 +13,7 @@
 
 #include "kernels/cuda_check.h"
 #include "kernels/element_convert.cuh"
-#include "kernels/nvtx.h"
+#include "kernels/trace.h"
 #include "kernels/rnn.h"
 
 namespace vqa::cuda {
@@ -151,7 +151,7 @@ void lstm_gates(const RnnGatesParams& params,
                 float* c,
                 T* h,
                 cudaStream_t stream) {
-    NvtxRange range("lstm_gates");
+    const TraceRange range("lstm_gates", stream);
     check_lstm_gates_args(params, gx, c, h, "lstm_gates");
     if (params.batch == 0) {
         return;
@@ -182,7 +182,7 @@ void gru_gates(const RnnGatesParams& params,
                const T* h,
                T* h_out,
                cudaStream_t stream) {
-    NvtxRange range("gru_gates");
+    const TraceRange range("gru_gates", stream);
     check_gru_gates_args(params, gx, gh, h, h_out, "gru_gates");
     if (params.batch == 0) {
         return;

@@ -9,6 +9,7 @@
 
 #include "kernels/cuda_check.h"
 #include "kernels/split_heads.h"
+#include "kernels/trace.h"
 
 namespace vqa::cuda {
 
@@ -69,6 +70,7 @@ static bool is_multiple(uint64_t value, int word_bytes) {
 // split (kToHeads): src = x, dst = y; merge: src = y, dst = x.
 template <typename T, bool kToHeads>
 static void permute_heads_cuda(const T* src, T* dst, const HeadsShape& shape, const char* op, cudaStream_t stream) {
+    const TraceRange range(op, stream);
     static_assert(sizeof(T) == 2 || sizeof(T) == 4, "element types are 2 or 4 bytes wide");
     const T* x = kToHeads ? src : dst;
     const T* y = kToHeads ? dst : src;

@@ -14,7 +14,7 @@
 #include "kernels/check.h"
 #include "kernels/cuda_check.h"
 #include "kernels/element_convert.cuh"
-#include "kernels/nvtx.h"
+#include "kernels/trace.h"
 #include "kernels/tensor_ops.h"
 
 namespace vqa::cuda {
@@ -425,7 +425,7 @@ __global__ void __launch_bounds__(kTile* kTileRows) transpose_kernel(const Word*
 
 template <typename Src, typename Dst>
 void convert(const Src* src, Dst* dst, int64_t n, cudaStream_t stream) {
-    NvtxRange range("convert");
+    const TraceRange range("convert", stream);
     RowsShape shape;
     shape.rows = 1;
     shape.cols = n;
@@ -434,14 +434,14 @@ void convert(const Src* src, Dst* dst, int64_t n, cudaStream_t stream) {
 
 template <typename Src, typename Dst>
 void convert_rows(const RowsShape& shape, const Src* src, Dst* dst, cudaStream_t stream) {
-    NvtxRange range("convert_rows");
+    const TraceRange range("convert_rows", stream);
     convert_cuda(shape, src, dst, "convert_rows", stream);
 }
 
 template <typename T>
 void gather_rows(
     const T* src, int64_t src_rows, const int64_t* index, int64_t count, int64_t block, T* dst, cudaStream_t stream) {
-    NvtxRange range("gather_rows");
+    const TraceRange range("gather_rows", stream);
     VQA_CHECK(src_rows >= 0 && count >= 0 && block >= 0, kInvalidArgument,
               "gather_rows: expected non-negative sizes, got src_rows=", src_rows, " count=", count, " block=", block);
     if (count == 0 || block == 0) {
@@ -462,7 +462,7 @@ void gather_rows(
 
 template <typename T>
 void add_position(T* x, const T* pos, int64_t batch, int64_t seq_len, int64_t dim, cudaStream_t stream) {
-    NvtxRange range("add_position");
+    const TraceRange range("add_position", stream);
     VQA_CHECK(batch >= 0 && seq_len >= 0 && dim >= 0, kInvalidArgument,
               "add_position: expected non-negative sizes, got B=", batch, " L=", seq_len, " d=", dim);
     if (batch == 0 || seq_len == 0 || dim == 0) {
@@ -482,7 +482,7 @@ void add_position(T* x, const T* pos, int64_t batch, int64_t seq_len, int64_t di
 }
 
 void lengths_to_mask(const int64_t* lengths, int64_t batch, int64_t seq_len, uint8_t* mask, cudaStream_t stream) {
-    NvtxRange range("lengths_to_mask");
+    const TraceRange range("lengths_to_mask", stream);
     VQA_CHECK(batch >= 0 && seq_len >= 0, kInvalidArgument,
               "lengths_to_mask: expected non-negative sizes, got B=", batch, " L=", seq_len);
     if (batch == 0 || seq_len == 0) {
@@ -497,7 +497,7 @@ void lengths_to_mask(const int64_t* lengths, int64_t batch, int64_t seq_len, uin
 
 template <typename T>
 void nonzero_row_mask(const T* feat, int64_t rows, int64_t cols, uint8_t* mask, cudaStream_t stream) {
-    NvtxRange range("nonzero_row_mask");
+    const TraceRange range("nonzero_row_mask", stream);
     VQA_CHECK(rows >= 0 && cols >= 0, kInvalidArgument,
               "nonzero_row_mask: expected non-negative sizes, got rows=", rows, " cols=", cols);
     if (rows == 0) {
@@ -522,7 +522,7 @@ void nonzero_row_mask(const T* feat, int64_t rows, int64_t cols, uint8_t* mask, 
 
 template <typename T>
 void argmax_rows(const T* x, int64_t rows, int64_t cols, int32_t* ids, cudaStream_t stream) {
-    NvtxRange range("argmax_rows");
+    const TraceRange range("argmax_rows", stream);
     check_rows_cols(rows, cols, "argmax_rows");
     if (rows == 0) {
         return;
@@ -541,7 +541,7 @@ void greedy_step(const GreedyStepParams& params,
                  float* scores,
                  int32_t* tokens,
                  cudaStream_t stream) {
-    NvtxRange range("greedy_step");
+    const TraceRange range("greedy_step", stream);
     check_rows_cols(params.batch, params.num_answers, "greedy_step");
     VQA_CHECK(params.step >= 0 && params.step < params.max_steps, kInvalidArgument,
               "greedy_step: expected 0 <= step < max_steps, got step=", params.step, " max_steps=", params.max_steps);
@@ -557,7 +557,7 @@ void greedy_step(const GreedyStepParams& params,
 
 template <typename T>
 void batched_transpose(const T* src, T* dst, int64_t batch, int64_t rows, int64_t cols, cudaStream_t stream) {
-    NvtxRange range("batched_transpose");
+    const TraceRange range("batched_transpose", stream);
     VQA_CHECK(batch >= 0 && rows >= 0 && cols >= 0, kInvalidArgument,
               "batched_transpose: expected non-negative sizes, got N=", batch, " R=", rows, " C=", cols);
     if (batch == 0 || rows == 0 || cols == 0) {

@@ -15,7 +15,7 @@
 
 #include "kernels/cuda_check.h"
 #include "kernels/element_convert.cuh"
-#include "kernels/nvtx.h"
+#include "kernels/trace.h"
 #include "kernels/topk.h"
 
 namespace vqa::cuda {
@@ -198,7 +198,7 @@ void launch_answer_topk(
 template <typename T>
 void answer_topk(
     const AnswerTopkParams& params, const T* logits, int32_t* ids, float* values, float* scores, cudaStream_t stream) {
-    NvtxRange range("answer_topk");
+    const TraceRange range("answer_topk", stream);
     check_answer_topk_args(params, logits, ids, values, "answer_topk");
     if (params.batch == 0) {
         return;
