@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The one check to run on a machine with a GPU (docs/gpu-check.md). Two modes:
+# The one check to run on a machine with a GPU (docs/gpu-check.md). Three modes:
 #
 #   BUILD=build/release scripts/gpu_check.sh --bundle
-#       Here, after building: copies BUILD's gpu test and benchmark binaries, the shared libraries they load
-#       (except glibc and CUDA's own, as lib.tar.gz) and the commit they were built from into
-#       BUILD/gpu-check-bundle, the one folder to carry to the GPU machine.
+#       Here, after building: packs BUILD's gpu test and benchmark binaries, tools/vqa_infer and tools/vqa_bench
+#       and the shared libraries they load (libvqa.so.0 too; not glibc's or CUDA's) into binaries.tar.xz, and
+#       copies the easy_vqa package's code and test split and the commit they were built from beside it, into
+#       BUILD/gpu-check-bundle: the one folder to carry to the GPU machine (about 15 MiB).
 #
 #   OUT=/some/dir BUILD=build/release/gpu-check-bundle scripts/gpu_check.sh
 #       There (or on any machine, with a build tree or a bundle): prints the device, finds cuDNN and every library
@@ -16,14 +17,38 @@
 #       that need one are skipped at once. OUT (default gpu-check-out/) receives 7 files: summary.txt,
 #       environment.log, gpu_tests.log, sanitizer.log, bench.log, results.md, results.json. The exit status is 0
 #       when every gpu test shard passed (or none could run for want of a GPU), 1 otherwise.
+#
+#   OUT=/some/dir BUILD=build/release/gpu-check-bundle scripts/gpu_check.sh --models
+#       The second run on the same machine, with the same set-up of libraries: tools/eval_easy_vqa.py on the
+#       easy-VQA test split (CUDA fp16 against CPU fp32 and CUDA fp32: the top-1 answer must agree on 99.5 % of
+#       the questions), then scripts/bench_gpu.sh with what is left of the budget (GPU_MODELS_BUDGET_S, default
+#       480 s). OUT receives 7 files: results-models.md (summary first, rewritten after every step),
+#       environment-models.log, models.log, eval.json, and bench_gpu.sh's report.md, bench_gpu.log and
+#       bench-gpu-results.tar.gz. GPU_MODELS_QUESTIONS=N evaluates only the first N questions. The exit status is
+#       0 when the evaluation passed (or no GPU was found), 1 otherwise.
 set -uo pipefail # no -e: a failed or timed-out step is recorded and the next one runs
 cd "$(dirname "$0")/.." || exit 1
 
 BUILD=${BUILD:-build/release}
 OUT=${OUT:-gpu-check-out}
 PYTHON=${PYTHON:-python3}
-BUDGET_S=${GPU_CHECK_BUDGET_S:-400}
-REPORT_RESERVE_S=30 # kept back from the budget for the report
+MODE=tests
+case ${1:-} in
+    --bundle) MODE=bundle ;;
+    --models) MODE=models ;;
+    '') ;;
+    *)
+        sed -n '2,28p' "$0"
+        exit 2
+        ;;
+esac
+if [[ $MODE == models ]]; then
+    BUDGET_S=${GPU_MODELS_BUDGET_S:-480}
+    REPORT_RESERVE_S=5 # the report is a concatenation
+else
+    BUDGET_S=${GPU_CHECK_BUDGET_S:-400}
+    REPORT_RESERVE_S=30 # kept back from the budget for the report
+fi
 MIN_STEP_S=5        # a step that would get less is skipped
 SHARDS=4            # gtest shards per gpu test binary, run side by side
 SANITIZER_JOBS=6    # compute-sanitizer runs side by side
@@ -63,25 +88,40 @@ source_info() {
     echo "built $(date -u -r "$1" +%Y-%m-%dT%H:%M:%SZ)"
     echo "nvcc $( (nvcc --version 2>/dev/null || /usr/local/cuda/bin/nvcc --version 2>/dev/null) |
         sed -n 's/.*release \([0-9.]*\).*/\1/p')"
+    # The cuDNN headers built against: a GPU machine whose cuDNN is older may lack what they declare.
+    local include
+    include=$(sed -n 's/^VQA_CUDNN_INCLUDE_DIR:PATH=//p' "$BUILD/CMakeCache.txt" 2>/dev/null)
+    [[ -f $include/cudnn_version.h ]] && echo "cudnn $(awk '/#define CUDNN_(MAJOR|MINOR|PATCHLEVEL) / {
+        v = v sep $3; sep = "."} END {print v}' "$include/cudnn_version.h")"
+}
+
+# The easy_vqa package's folder, from PYTHON or the project's .venv (scripts/setup.sh installs it there).
+easy_vqa_dir() {
+    local python
+    for python in "$PYTHON" .venv/bin/python; do
+        "$python" -c 'import easy_vqa, os; print(os.path.dirname(easy_vqa.__file__))' 2>/dev/null && return
+    done
 }
 
 # --bundle: what the GPU machine needs from this one, in one folder.
 bundle() {
     local dest=$BUILD/gpu-check-bundle
-    mapfile -t binaries < <(executables "$BUILD"/tests/*_gpu_test "$BUILD"/bench/*_bench)
+    mapfile -t binaries < <(executables "$BUILD"/tests/*_gpu_test "$BUILD"/bench/*_bench "$BUILD"/tools/vqa_infer \
+        "$BUILD"/tools/vqa_bench)
     if ((${#binaries[@]} == 0)); then
-        echo "gpu_check.sh --bundle: no $BUILD/tests/*_gpu_test or $BUILD/bench/*_bench; build them first" >&2
+        echo "gpu_check.sh --bundle: no $BUILD/tests/*_gpu_test, $BUILD/bench/*_bench or $BUILD/tools; build first" >&2
         return 1
     fi
     rm -rf "$dest"
-    mkdir -p "$dest/tests" "$dest/bench" "$dest/lib"
+    mkdir -p "$dest/tests" "$dest/bench" "$dest/tools" "$dest/lib"
     local binary soname path
     for binary in "${binaries[@]}"; do
         cp "$binary" "$dest/$(basename "$(dirname "$binary")")/"
     done
     # Every library the loader resolves here except glibc's (the GPU machine's own must serve) and CUDA's (the
     # driver's and the toolkit's are there, and cuBLASLt alone is 500 MB). The run uses a bundled library only
-    # where that machine lacks the soname.
+    # where that machine lacks the soname, except libvqa.so.0, which must be the one the tools were built with.
+    # Packed with xz: 76 MB of binaries and libraries become 13 (gzip: 26), which every call to the device carries.
     while read -r soname path; do
         case $soname in
             libc.so.* | libm.so.* | libdl.so.* | librt.so.* | libpthread.so.* | libresolv.so.* | ld-linux*) ;;
@@ -90,31 +130,69 @@ bundle() {
         esac
     done < <(for binary in "${binaries[@]}"; do ldd "$binary"; done | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' |
         sort -u)
-    tar -C "$dest" -czf "$dest/lib.tar.gz" lib && rm -rf "${dest:?}/lib"
+    local libraries
+    libraries=$(find "$dest/lib" -name '*.so*' | wc -l)
+    tar -C "$dest" -cf - tests bench tools lib | xz -T2 -6 >"$dest/binaries.tar.xz" &&
+        rm -rf "${dest:?}/tests" "${dest:?}/bench" "${dest:?}/tools" "${dest:?}/lib"
+    # tools/eval_easy_vqa.py's questions: the package's code and its test split (1,000 images, under 1 MB); the
+    # GPU machine has no easy_vqa and no network.
+    local package images=0
+    package=$(easy_vqa_dir)
+    if [[ -n $package && -d $package/data/test ]]; then
+        mkdir -p "$dest/python/easy_vqa/data"
+        cp "$package"/*.py "$dest/python/easy_vqa/"
+        cp -r "$package/data/test" "$dest/python/easy_vqa/data/"
+        cp "$package/data/answers.txt" "$dest/python/easy_vqa/data/" 2>/dev/null
+        images=$(find "$dest/python/easy_vqa/data/test" -name '*.png' | wc -l)
+    fi
     source_info "${binaries[0]}" >"$dest/source.txt"
-    echo "gpu_check.sh --bundle: $dest ($(du -sh "$dest" | cut -f1)): ${#binaries[@]} binaries, $(tar -tzf \
-"$dest/lib.tar.gz" | grep -c '\.so') libraries, $(head -n 1 "$dest/source.txt")"
-    echo "carry $dest and run: OUT=\$OUT BUILD=$dest scripts/gpu_check.sh"
+    echo "gpu_check.sh --bundle: $dest ($(du -sb "$dest" | awk '{printf "%.1f MiB", $1 / 1048576}')):" \
+        "${#binaries[@]} binaries, $libraries libraries," \
+        "$( ((images > 0)) && echo "easy_vqa's test split ($images images)" ||
+            echo "no easy_vqa package (PYTHON or .venv): --models will not evaluate")," \
+        "$(head -n 1 "$dest/source.txt")"
+    echo "carry $dest and run: OUT=\$OUT BUILD=$dest scripts/gpu_check.sh, then the same with --models"
 }
 
-if [[ ${1:-} == --bundle ]]; then
+if [[ $MODE == bundle ]]; then
     bundle
     exit
-elif [[ $# -gt 0 ]]; then
-    sed -n '2,18p' "$0"
-    exit 2
 fi
 
 mkdir -p "$OUT"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT # everything worth keeping is folded into OUT
 mkdir -p "$WORK/tests" "$WORK/sanitizer" "$WORK/bench" "$WORK/lib"
-SUMMARY=$OUT/summary.txt
-ENV_LOG=$OUT/environment.log
-for file in "$SUMMARY" "$ENV_LOG" "$OUT/gpu_tests.log" "$OUT/sanitizer.log" "$OUT/bench.log"; do
+# A bundle's binaries and libraries are unpacked into WORK/build, which serves as BUILD from here on.
+BUILD_NAME=$BUILD
+if [[ -f $BUILD/binaries.tar.xz ]]; then
+    mkdir -p "$WORK/build"
+    if ! tar -C "$WORK/build" -xJf "$BUILD/binaries.tar.xz" 2>/dev/null; then # no xz program here: Python's lzma
+        "$PYTHON" -c 'import sys, tarfile
+extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+tarfile.open(sys.argv[1]).extractall(sys.argv[2], **extra)' "$BUILD/binaries.tar.xz" "$WORK/build" ||
+            echo "gpu_check.sh: could not unpack $BUILD/binaries.tar.xz" >&2
+    fi
+    cp "$BUILD/source.txt" "$WORK/build/" 2>/dev/null
+    [[ -d $BUILD/python ]] && ln -s "$(cd "$BUILD/python" && pwd -P)" "$WORK/build/python"
+    BUILD=$WORK/build
+fi
+if [[ $MODE == models ]]; then
+    SUMMARY=$WORK/summary.txt # shown at the top of results-models.md
+    ENV_LOG=$OUT/environment-models.log
+    MODELS_LOG=$OUT/models.log
+    logs=("$ENV_LOG" "$MODELS_LOG")
+    rm -f "$OUT/results-models.md" "$OUT/eval.json" "$OUT/report.md" "$OUT/bench_gpu.log" \
+        "$OUT/bench-gpu-results.tar.gz"
+else
+    SUMMARY=$OUT/summary.txt
+    ENV_LOG=$OUT/environment.log
+    logs=("$OUT/gpu_tests.log" "$OUT/sanitizer.log" "$OUT/bench.log")
+    rm -f "$OUT/results.md" "$OUT/results.json"
+fi
+for file in "$SUMMARY" "$ENV_LOG" "${logs[@]}"; do
     : >"$file" # a rerun into the same OUT starts afresh
 done
-rm -f "$OUT/results.md" "$OUT/results.json"
 DEADLINE=$((SECONDS + BUDGET_S - REPORT_RESERVE_S))
 
 note() {
@@ -187,16 +265,22 @@ combine_logs() {
     done
 }
 
-mapfile -t GPU_TESTS < <(executables "$BUILD"/tests/*_gpu_test)
-mapfile -t BENCHES < <(executables "$BUILD"/bench/*_bench)
+GPU_TESTS=()
+BENCHES=()
+if [[ $MODE == tests ]]; then
+    mapfile -t GPU_TESTS < <(executables "$BUILD"/tests/*_gpu_test)
+    mapfile -t BENCHES < <(executables "$BUILD"/bench/*_bench)
+fi
+mapfile -t TOOLS < <(executables "$BUILD"/tools/vqa_infer "$BUILD"/tools/vqa_bench) # --models runs them
+BLOCKERS=() # what makes the first run's verdict "stop": failing tests, tools that do not start, sanitizer errors
 HAVE_GPU=0
 if command -v nvidia-smi >/dev/null; then
     nvidia-smi -L 2>/dev/null | grep '^GPU ' >/dev/null && HAVE_GPU=1
 else # no nvidia-smi on the PATH: ask PyTorch
     "$PYTHON" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null && HAVE_GPU=1
 fi
-echo "gpu_check.sh: BUILD=$BUILD, ${#GPU_TESTS[@]} gpu test binaries, ${#BENCHES[@]} benchmarks," \
-    "$([[ $HAVE_GPU == 1 ]] && echo 'a GPU' || echo 'no GPU'), budget ${BUDGET_S}s, logs in $OUT"
+echo "gpu_check.sh${1:+ $1}: BUILD=$BUILD_NAME, ${#GPU_TESTS[@]} gpu test binaries, ${#BENCHES[@]} benchmarks," \
+    "${#TOOLS[@]} tools, $([[ $HAVE_GPU == 1 ]] && echo 'a GPU' || echo 'no GPU'), budget ${BUDGET_S}s, logs in $OUT"
 
 # ---- environment: device, toolkit, where the libraries come from ----
 {
@@ -210,13 +294,13 @@ step nvcc-version 10 "$ENV_LOG" bash -c 'command -v nvcc && nvcc --version || ec
 if [[ -f $BUILD/source.txt ]]; then
     cp "$BUILD/source.txt" "$WORK/source.txt" # a bundle: the commit its binaries were built from
 else
-    source_info "$(executables "$BUILD"/tests/*_gpu_test "$BUILD"/bench/*_bench "$0" | head -n 1)" >"$WORK/source.txt"
+    source_info "$(executables "${GPU_TESTS[@]}" "${BENCHES[@]}" "${TOOLS[@]}" "$0" | head -n 1)" >"$WORK/source.txt"
 fi
 cat "$WORK/source.txt" >>"$ENV_LOG"
 # Tests that read fixtures (goldens, images) look for them under the source path they were built in. Where this
 # copy of the tree lives elsewhere and that path is free, it becomes a link to here.
 source_dir=$(sed -n 's/^source_dir //p' "$WORK/source.txt")
-if [[ -n $source_dir && $source_dir != "$(pwd -P)" ]]; then
+if [[ -n $source_dir && $(cd "$source_dir" 2>/dev/null && pwd -P) != "$(pwd -P)" ]]; then # or an earlier run's link
     if [[ ! -e $source_dir ]] && mkdir -p "$(dirname "$source_dir")" 2>/dev/null &&
         ln -s "$(pwd -P)" "$source_dir"; then
         note "source: $source_dir (where the binaries were built) now links to $(pwd -P)"
@@ -263,23 +347,29 @@ fi
 
 # Libraries the binaries miss here: from the bundle, the CUDA toolkit or the pip wheels, linked one by one into
 # WORK/lib, so that nothing the machine has is ever shadowed.
-if [[ -f $BUILD/lib.tar.gz ]]; then
-    mkdir -p "$WORK/bundle" && tar -C "$WORK/bundle" -xzf "$BUILD/lib.tar.gz"
+if [[ -d $BUILD/lib ]]; then
+    # The engine library always comes from the bundle: the tools' RUNPATH names the build tree they were linked
+    # in, and whatever that path holds on this machine is not what they were built with.
+    for library in "$BUILD/lib"/libvqa.so*; do
+        [[ -e $library ]] && ln -sf "$library" "$WORK/lib/" &&
+            echo "library $(basename "$library"): bundle" >>"$ENV_LOG"
+    done
 fi
 export LD_LIBRARY_PATH=$WORK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 find_library() {
     local soname=$1 dir site torch_lib
     site=$(torch_value site)
     torch_lib=$(torch_value torch_lib)
-    for dir in "$WORK/bundle/lib" /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib \
+    for dir in "$BUILD/lib" /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib \
         /usr/local/cuda-*/lib64 /usr/local/cuda-*/targets/x86_64-linux/lib "$torch_lib"; do
         [[ -n $dir && -e $dir/$soname ]] && echo "$dir/$soname" && return
     done
     [[ -n $site && -d $site/nvidia ]] && find "$site/nvidia" -maxdepth 4 -name "$soname" -print -quit
 }
 for _ in 1 2 3; do # a library found may need others
-    mapfile -t missing < <(for binary in "${GPU_TESTS[@]}" "${BENCHES[@]}"; do ldd "$binary" 2>/dev/null; done |
-        awk '$2 == "=>" && $3 == "not" {print $1}' | sort -u)
+    mapfile -t missing < <(for binary in "${GPU_TESTS[@]}" "${BENCHES[@]}" "${TOOLS[@]}"; do
+        ldd "$binary" 2>/dev/null
+    done | awk '$2 == "=>" && $3 == "not" {print $1}' | sort -u)
     ((${#missing[@]} == 0)) && break
     linked=0
     for soname in "${missing[@]}"; do
@@ -291,21 +381,40 @@ for _ in 1 2 3; do # a library found may need others
     done
     ((linked == 1)) || break
 done
-# What each binary loads, and whether it starts: it must list its cases (no device needed). Only problems reach the
-# summary.
+# What each binary loads, and whether it starts: it must list its cases, or print its version or usage (no device
+# needed). Only problems reach the summary.
 env_end=$((SECONDS + 60))
-for binary in "${GPU_TESTS[@]}" "${BENCHES[@]}"; do
+for binary in "${GPU_TESTS[@]}" "${BENCHES[@]}" "${TOOLS[@]}"; do
     name=$(basename "$binary")
     echo "=== ldd $name" >>"$ENV_LOG"
     ldd "$binary" >>"$ENV_LOG" 2>&1
     still_missing=$(ldd "$binary" 2>&1 | awk '/not found/ {print $1}' | paste -sd' ' -)
     [[ -z $still_missing ]] || note "ldd $name: missing $still_missing"
-    [[ $name == *_bench ]] && list=--benchmark_list_tests || list=--gtest_list_tests
+    case $name in
+        vqa_infer) list=--version ;;
+        vqa_bench) list=--help ;;
+        *_bench) list=--benchmark_list_tests ;;
+        *) list=--gtest_list_tests ;;
+    esac
     listing=$(timeout --kill-after=2 "$(limit_for 15 "$env_end")" "$binary" "$list" 2>&1)
     rc=$?
     echo "=== $name $list: exit $rc, $(grep -c . <<<"$listing") lines" >>"$ENV_LOG"
     ((rc == 0)) || note "$name $list: $(status_text "$rc"): $(head -n 1 <<<"$listing")"
+    [[ $name == vqa_* && ($rc != 0 || -n $still_missing) ]] && BLOCKERS+=("$name does not start")
 done
+((${#TOOLS[@]} == 2)) || BLOCKERS+=("the build has no tools/vqa_infer or tools/vqa_bench")
+
+# ---- --models: accuracy and backend agreement on easy-VQA, then the model benchmarks ----
+if [[ $MODE == models ]]; then
+    # shellcheck source=scripts/gpu_check_models.sh
+    source scripts/gpu_check_models.sh
+    run_models
+    models_rc=$?
+    echo "=== summary ($SECONDS s)"
+    cat "$SUMMARY"
+    echo "results: $OUT/results-models.md"
+    exit "$models_rc"
+fi
 
 # ---- gpu tests: every binary in SHARDS gtest shards side by side, one CUDA context per shard ----
 tests_rc=0
@@ -353,6 +462,7 @@ else
         if grep -qv '^0$' "$WORK/tests/$name".shard*.rc 2>/dev/null ||
             (($(cat "$WORK/tests/$name".shard*.rc 2>/dev/null | wc -l) < SHARDS)); then
             tests_rc=1
+            BLOCKERS+=("$name failed")
         fi
     done
 fi
@@ -398,6 +508,9 @@ else
             counts=$(grep -ho 'ERROR SUMMARY: [0-9]* errors\?\|([0-9]* errors, [0-9]* warnings)' "$log" | tail -n 1 |
                 sed 's/ERROR SUMMARY: //; s/[()]//g')
             results+=("$tool $rc${counts:+ ($counts)}")
+            # A runtime where the sanitizer cannot attach ("Device not supported", gVisor) is no finding of ours.
+            [[ $counts =~ ^[1-9] ]] && ! grep -q 'Device not supported' "$log" &&
+                BLOCKERS+=("compute-sanitizer $tool found errors in $name")
         done
         ((${#results[@]} == 0)) || note "sanitizer $name: $(printf '%s; ' "${results[@]}" | sed 's/; $//')"
     done
@@ -416,6 +529,15 @@ fi
 
 # PyTorch's SDPA on the same attention shapes (says "no CUDA device" and exits 0 without one).
 step sdpa_bench 90 "$OUT/bench.log" env PYTHONUNBUFFERED=1 "$PYTHON" bench/sdpa_bench.py --out "$WORK/sdpa.jsonl"
+
+# Whether the second run (--models) may follow on the same machine: not on a build with known faults.
+if [[ $HAVE_GPU == 0 ]]; then
+    note "verdict: no GPU, nothing was checked"
+elif ((${#BLOCKERS[@]} == 0)); then
+    note "verdict: go on: run gpu_check.sh --models now"
+else
+    note "verdict: stop and fix first: $(printf '%s; ' "${BLOCKERS[@]}" | sed 's/; $//')"
+fi
 
 # ---- the draft of the results file, from everything above ----
 DEADLINE=$((DEADLINE + REPORT_RESERVE_S))
