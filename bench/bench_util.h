@@ -18,6 +18,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
+#include "kernels/cublas_handle.h"
 #include "kernels/cuda_check.h"
 
 namespace vqa::bench {
@@ -39,18 +40,7 @@ constexpr double flop_ceiling() {
     return std::is_same_v<T, float> ? kSimtFp32FlopsPerSecond : kTensorFlopsPerSecond;
 }
 
-template <typename T>
-cudaDataType_t cuda_type() {
-    static_assert(std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>,
-                  "benchmarks run float, __half and __nv_bfloat16");
-    if constexpr (std::is_same_v<T, float>) {
-        return CUDA_R_32F;
-    } else if constexpr (std::is_same_v<T, __half>) {
-        return CUDA_R_16F;
-    } else {
-        return CUDA_R_16BF;
-    }
-}
+using cuda::cuda_type;  // benchmarks run float, __half and __nv_bfloat16
 
 // Knuth's MMIX linear congruential generator, top 31 bits. bench/sdpa_bench.py draws the same key lengths with it.
 inline uint32_t next_random(uint64_t& state) {
@@ -193,26 +183,7 @@ private:
     size_t count_ = 0;
 };
 
-// A cuBLAS handle whose calls go to `stream`.
-class CublasHandle {
-public:
-    explicit CublasHandle(cudaStream_t stream) {
-        VQA_CUBLAS_CHECK(cublasCreate(&handle_));
-        VQA_CUBLAS_CHECK(cublasSetStream(handle_, stream));
-    }
-    ~CublasHandle() {
-        if (handle_ != nullptr && cublasDestroy(handle_) != CUBLAS_STATUS_SUCCESS) {
-            std::fprintf(stderr, "cublasDestroy failed\n");  // a destructor reports and carries on
-        }
-    }
-    CublasHandle(const CublasHandle&) = delete;
-    CublasHandle& operator=(const CublasHandle&) = delete;
-
-    cublasHandle_t get() const { return handle_; }
-
-private:
-    cublasHandle_t handle_ = nullptr;
-};
+using cuda::CublasHandle;  // the baselines' cuBLAS calls
 
 // Records µs per call, GB/s and its fraction of kCopyBytesPerSecond (bw_frac), TFLOP/s and its fraction of the
 // element type's ceiling (flop_frac; only when flops > 0), the baseline's µs and vs_baseline = baseline / this (> 1:

@@ -14,17 +14,17 @@
 
 #include "kernels/attention_pool.h"
 #include "kernels/cuda_check.h"
+#include "kernels/cuda_reduce.cuh"
 #include "kernels/element_convert.cuh"
 #include "kernels/trace.h"
+#include "kernels/vector_io.cuh"
 
 namespace vqa::cuda {
 namespace {
 
-constexpr int kWarpSize = 32;
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarpSize;
 constexpr int kGlimpsesPerPass = 4;  // accumulators per feature: G = 1..4 (the model's range) read x once
-constexpr unsigned kFullMask = 0xffffffffu;
 static_assert(kAttentionPoolMaxMapSize * sizeof(float) + 8 * kThreads * sizeof(float) <= 48 * 1024,
               "the staged map and the partial sums of the widest vector fit in the default 48 KB");
 
@@ -40,19 +40,6 @@ struct PoolArgs {
     int lanes;            // threads per position set in step 2: a power of two in [32, kThreads]
     cpu::MaskedRow masked_row;
 };
-
-__device__ __forceinline__ float warp_max(float v) {
-    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-        v = fmaxf(v, __shfl_xor_sync(kFullMask, v, offset));
-    }
-    return v;
-}
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-        v += __shfl_xor_sync(kFullMask, v, offset);
-    }
-    return v;
-}
 
 // One warp: column[l·G] = masked softmax over the L positions, in place. The same steps as
 // cpu::masked_softmax_row (validity from the mask alone, fmax ignoring NaN, e = exp(s − max), then e · (1/Σe));
@@ -92,22 +79,15 @@ __device__ void softmax_column(float* column,        // [L], elements G apart (s
     }
 }
 
-// kVec consecutive elements as floats: one 16-byte load when kVec · sizeof(T) == 16, else one element.
+// kVec consecutive elements of x as floats: one 16-byte load when kVec · sizeof(T) == 16, else one element. x is
+// only read, so unlike vector_io.cuh's load_elems this goes through the read-only cache.
 template <typename T, int kVec>
 __device__ __forceinline__ void load_features(const T* src, float (&out)[kVec]) {
     if constexpr (kVec == 1) {
         out[0] = to_float(src[0]);
     } else {
-        static_assert(kVec * sizeof(T) == 16, "a vector is one 16-byte word");
+        static_assert(kVec == kWordElems<T>, "a vector is one 16-byte word");
         unpack_word<T>(__ldg(reinterpret_cast<const uint4*>(src)), out);
-    }
-}
-template <typename T, int kVec>
-__device__ __forceinline__ void store_features(T* dst, const float (&in)[kVec]) {
-    if constexpr (kVec == 1) {
-        dst[0] = from_float<T>(in[0]);
-    } else {
-        *reinterpret_cast<uint4*>(dst) = pack_word<T>(in);
     }
 }
 
@@ -188,7 +168,7 @@ __global__ void __launch_bounds__(kThreads) attention_pool_kernel(PoolArgs<T> ar
                     __syncthreads();  // the buffer is reused by the next glimpse
                 }
                 if (group == 0 && active) {
-                    store_features<T, kVec>(z + int64_t{g0 + gi} * dim + int64_t{v} * kVec, acc[gi]);
+                    store_elems<T, kVec>(z + int64_t{g0 + gi} * dim + int64_t{v} * kVec, acc[gi]);
                 }
             }
         }
@@ -205,10 +185,6 @@ void launch_attention_pool(const PoolArgs<T>& args, int64_t batch, cudaStream_t 
     }
     const auto smem_bytes = static_cast<size_t>(args.seq_len) * args.glimpses * sizeof(float);
     attention_pool_kernel<T, kVec><<<static_cast<unsigned>(batch), kThreads, smem_bytes, stream>>>(launch_args);
-}
-
-bool is_aligned_16(const void* ptr) {
-    return reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
 }
 
 }  // namespace
@@ -230,8 +206,8 @@ void attention_pool(
                            static_cast<int>(params.glimpses),
                            kWarpSize,
                            params.masked_row};
-    constexpr int kVec = 16 / static_cast<int>(sizeof(T));
-    if (params.dim % kVec == 0 && is_aligned_16(x) && is_aligned_16(z)) {
+    constexpr int kVec = kWordElems<T>;
+    if (params.dim % kVec == 0 && is_aligned(x, kVectorBytes) && is_aligned(z, kVectorBytes)) {
         launch_attention_pool<T, kVec>(args, params.batch, stream);
     } else {
         launch_attention_pool<T, 1>(args, params.batch, stream);

@@ -12,62 +12,13 @@
 #include "kernels/cuda_check.h"
 #include "kernels/element_convert.cuh"
 #include "kernels/trace.h"
+#include "kernels/vector_io.cuh"
 
 namespace vqa::cuda {
 namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = int64_t{1} << 20;  // past 2^28 chunks the grid-stride loop takes over
-constexpr int kVectorBytes = 16;
-
-// Elements of T in one 16-byte word: 4 floats, 8 halves.
-template <typename T>
-constexpr int kWordElems = kVectorBytes / static_cast<int>(sizeof(T));
-
-// kVec consecutive elements as floats: one 16-byte load when kVec elements fill a word, else one per element.
-template <typename T, int kVec>
-__device__ __forceinline__ void load_elems(const T* p, float (&out)[kVec]) {
-    if constexpr (kVec == kWordElems<T>) {
-        unpack_word<T>(*reinterpret_cast<const uint4*>(p), out);
-    } else {
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) {
-            out[i] = to_float(p[i]);
-        }
-    }
-}
-
-template <typename T, int kVec>
-__device__ __forceinline__ void store_elems(T* p, const float (&in)[kVec]) {
-    if constexpr (kVec == kWordElems<T>) {
-        *reinterpret_cast<uint4*>(p) = pack_word<T>(in);
-    } else {
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) {
-            p[i] = from_float<T>(in[i]);
-        }
-    }
-}
-
-// Adds kVec consecutive bias values: float4 loads on the vector path (the launcher checked the alignment).
-template <int kVec>
-__device__ __forceinline__ void add_bias(const float* __restrict__ p, float (&v)[kVec]) {
-    if constexpr (kVec % 4 == 0) {
-#pragma unroll
-        for (int q = 0; q < kVec / 4; ++q) {
-            const float4 b = reinterpret_cast<const float4*>(p)[q];
-            v[4 * q] += b.x;
-            v[4 * q + 1] += b.y;
-            v[4 * q + 2] += b.z;
-            v[4 * q + 3] += b.w;
-        }
-    } else {
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) {
-            v[i] += p[i];
-        }
-    }
-}
 
 // The same rules as cpu::apply_activation: relu keeps NaN (the comparison is false for it).
 __device__ __forceinline__ float activate(float v, cpu::Activation act) {
@@ -107,7 +58,12 @@ __global__ void __launch_bounds__(kThreads) bias_act_kernel(const T* x,         
             }
         }
         if (bias != nullptr) {
-            add_bias<kVec>(bias + col, v);
+            float b[kVec];  // float4 loads on the vector path (the launcher checked the alignment)
+            load_floats<kVec>(bias + col, b);
+#pragma unroll
+            for (int i = 0; i < kVec; ++i) {
+                v[i] += b[i];
+            }
         }
 #pragma unroll
         for (int i = 0; i < kVec; ++i) {
@@ -129,26 +85,6 @@ void launch_bias_act(const T* x,
     const int64_t total = rows * (cols / kVec);
     const auto blocks = static_cast<unsigned>(std::min((total + kThreads - 1) / kThreads, kMaxBlocks));
     bias_act_kernel<T, kVec><<<blocks, kThreads, 0, stream>>>(x, bias, residual, y, rows, cols, act);
-}
-
-bool is_aligned(const void* p, int bytes) {
-    return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes) == 0;
-}
-
-// Whether [a, a + a_bytes) and [b, b + b_bytes) share a byte; a null pointer overlaps nothing.
-bool overlaps(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes) {
-    if (a == nullptr || b == nullptr) {
-        return false;
-    }
-    const auto a_begin = reinterpret_cast<uintptr_t>(a);
-    const auto b_begin = reinterpret_cast<uintptr_t>(b);
-    return a_begin < b_begin + static_cast<uintptr_t>(b_bytes) && b_begin < a_begin + static_cast<uintptr_t>(a_bytes);
-}
-
-// y may be exactly an input (same first element) or lie apart from it: a partial overlap would let one chunk's
-// write land in a chunk another thread has not read yet.
-bool same_or_disjoint(const void* a, const void* b, int64_t bytes) {
-    return a == b || !overlaps(a, bytes, b, bytes);
 }
 
 template <typename T>

@@ -12,13 +12,13 @@
 #include "kernels/cuda_check.h"
 #include "kernels/embedding_gather.h"
 #include "kernels/trace.h"
+#include "kernels/vector_io.cuh"
 
 namespace vqa::cuda {
 namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = int64_t{1} << 20;  // past 2^28 words the grid-stride loop takes over
-constexpr int kMaxWordBytes = 16;
 
 template <typename Word, typename Id>
 __global__ void __launch_bounds__(kThreads) embedding_gather_kernel(const Id* __restrict__ ids,      // [n]
@@ -42,32 +42,6 @@ __global__ void __launch_bounds__(kThreads) embedding_gather_kernel(const Id* __
             }
         }
     }
-}
-
-// Calls f(Word{}) with the unsigned word type of the given size.
-template <typename F>
-void dispatch_word(int word_bytes, F&& f) {
-    switch (word_bytes) {
-        case 16:
-            return f(uint4{});
-        case 8:
-            return f(uint2{});
-        case 4:
-            return f(uint32_t{});
-        default:
-            return f(uint16_t{});
-    }
-}
-
-bool is_multiple(uint64_t value, int word_bytes) {
-    return value % static_cast<uint64_t>(word_bytes) == 0;
-}
-
-// Whether [a, a + a_bytes) and [b, b + b_bytes) share a byte.
-bool overlaps(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes) {
-    const auto a_begin = reinterpret_cast<uintptr_t>(a);
-    const auto b_begin = reinterpret_cast<uintptr_t>(b);
-    return a_begin < b_begin + static_cast<uintptr_t>(b_bytes) && b_begin < a_begin + static_cast<uintptr_t>(a_bytes);
 }
 
 template <typename T, typename Id>
@@ -109,16 +83,12 @@ void embedding_gather(const Id* ids,
     if (n == 0) {
         return;
     }
-    const uint64_t row_bytes = uint64_t{sizeof(T)} * static_cast<uint64_t>(dim);
-    int word_bytes = kMaxWordBytes;
-    while (word_bytes > static_cast<int>(sizeof(T)) &&
-           !(is_multiple(row_bytes, word_bytes) && is_multiple(reinterpret_cast<uintptr_t>(table), word_bytes) &&
-             is_multiple(reinterpret_cast<uintptr_t>(out), word_bytes))) {
-        word_bytes /= 2;
-    }
-    const int64_t row_words = static_cast<int64_t>(row_bytes) / word_bytes;
+    constexpr int kElemBytes = static_cast<int>(sizeof(T));
+    const int64_t row_bytes = kElemBytes * dim;
+    const int word_bytes = widest_word_bytes(kElemBytes, row_bytes, table, out);
+    const int64_t row_words = row_bytes / word_bytes;
     const int64_t blocks = std::min((n * row_words + kThreads - 1) / kThreads, kMaxBlocks);
-    dispatch_word(word_bytes, [&](auto word) {
+    dispatch_word<kElemBytes>(word_bytes, [&](auto word) {
         using Word = decltype(word);
         embedding_gather_kernel<Word, Id><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
             ids, reinterpret_cast<const Word*>(table), reinterpret_cast<Word*>(out), n, vocab_size, row_words,

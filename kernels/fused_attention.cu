@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "kernels/cuda_check.h"
+#include "kernels/cuda_reduce.cuh"
 #include "kernels/element_convert.cuh"
 #include "kernels/fused_attention.h"
 #include "kernels/trace.h"
@@ -19,14 +20,12 @@
 namespace vqa::cuda {
 namespace {
 
-constexpr int kWarpSize = 32;
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * kWarpSize;
 constexpr int kBlockQ = 16;  // query rows per CTA
 constexpr int kRowsPerWarp = kBlockQ / kWarps;
 constexpr int kBlockK = kWarpSize;  // keys per tile: one per lane in the score step
 constexpr int kDefaultSharedLimit = 48 * 1024;
-constexpr unsigned kFullMask = 0xffffffffu;
 static_assert(kBlockQ % kWarps == 0, "every warp owns the same number of query rows");
 
 template <typename T>
@@ -87,19 +86,6 @@ __device__ void load_head_rows(float* dst,
             dst[r * pitch + c] = r < valid_rows ? to_float(src[r * row_stride + c]) : 0.0f;
         }
     }
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-        v = fmaxf(v, __shfl_xor_sync(kFullMask, v, offset));
-    }
-    return v;
-}
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-        v += __shfl_xor_sync(kFullMask, v, offset);
-    }
-    return v;
 }
 
 // Scores of this warp's kRowsPerWarp query rows (q_rows: their Q tile rows) against key `lane` of the K tile.

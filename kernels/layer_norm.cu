@@ -14,70 +14,19 @@
 #include <limits>
 
 #include "kernels/cuda_check.h"
+#include "kernels/cuda_reduce.cuh"
 #include "kernels/element_convert.cuh"
 #include "kernels/layer_norm.h"
 #include "kernels/trace.h"
+#include "kernels/vector_io.cuh"
 
 namespace vqa::cuda {
 namespace {
 
-constexpr int kWarpSize = 32;
 constexpr int kWarpsPerBlock = 4;  // warp-per-row kernel: 4 rows per 128-thread block
 constexpr int kMaxWarpCols = 1024;
 constexpr int kRowBlockThreads = 256;  // block-per-row kernel
 constexpr int kRowBlockWarps = kRowBlockThreads / kWarpSize;
-constexpr int kVectorBytes = 16;
-constexpr unsigned kFullMask = 0xffffffffu;
-
-// Elements of T in one 16-byte word: 4 floats, 8 halves.
-template <typename T>
-constexpr int kWordElems = kVectorBytes / static_cast<int>(sizeof(T));
-
-// kVec consecutive elements as floats: one 16-byte load when kVec elements fill a word, else one per element.
-template <typename T, int kVec>
-__device__ __forceinline__ void load_elems(const T* p, float (&out)[kVec]) {
-    if constexpr (kVec == kWordElems<T>) {
-        unpack_word<T>(*reinterpret_cast<const uint4*>(p), out);
-    } else {
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) {
-            out[i] = to_float(p[i]);
-        }
-    }
-}
-
-template <typename T, int kVec>
-__device__ __forceinline__ void store_elems(T* p, const float (&in)[kVec]) {
-    if constexpr (kVec == kWordElems<T>) {
-        *reinterpret_cast<uint4*>(p) = pack_word<T>(in);
-    } else {
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) {
-            p[i] = from_float<T>(in[i]);
-        }
-    }
-}
-
-// kVec consecutive floats of weight or bias: float4 loads when kVec is a multiple of 4 (the vector path, where
-// the launcher checked their alignment).
-template <int kVec>
-__device__ __forceinline__ void load_floats(const float* p, float (&out)[kVec]) {
-    if constexpr (kVec % 4 == 0) {
-#pragma unroll
-        for (int q = 0; q < kVec / 4; ++q) {
-            const float4 f = reinterpret_cast<const float4*>(p)[q];
-            out[4 * q] = f.x;
-            out[4 * q + 1] = f.y;
-            out[4 * q + 2] = f.z;
-            out[4 * q + 3] = f.w;
-        }
-    } else {
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) {
-            out[i] = p[i];
-        }
-    }
-}
 
 // s = x + residual for kVec elements at `offset`, rounded to T as the same sum in T would be.
 template <typename T, int kVec>
@@ -91,14 +40,6 @@ __device__ __forceinline__ void load_sum(const T* x, const T* residual, int64_t 
             s[i] = to_float(from_float<T>(s[i] + r[i]));
         }
     }
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-        v += __shfl_xor_sync(kFullMask, v, offset);
-    }
-    return v;
 }
 
 // The normalisation of a row from its centred sums: y = ((s − mean0) − shift) · inv · w + b.
@@ -210,7 +151,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarpSize)
 }
 
 // Sums kN values over the block; every thread gets the totals. `scratch` holds kN · kRowBlockWarps floats and
-// may be reused right after the call returns (the trailing barrier).
+// may be reused right after the call returns (the trailing barrier). The kN sums share one pair of barriers, where
+// cuda_reduce.cuh's one-value block_reduce would take a pair per sum.
 template <int kN>
 __device__ void block_sum(float (&v)[kN], float* scratch) {
     const int lane = static_cast<int>(threadIdx.x % kWarpSize);
@@ -322,27 +264,6 @@ void launch_layer_norm(const LayerNormParams& p,
     }
 }
 
-bool is_aligned(const void* p, int bytes) {
-    return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes) == 0;
-}
-
-// Whether [a, a + bytes) and [b, b + bytes) share a byte; a null pointer overlaps nothing.
-bool overlaps(const void* a, const void* b, int64_t bytes) {
-    if (a == nullptr || b == nullptr) {
-        return false;
-    }
-    const auto a_begin = reinterpret_cast<uintptr_t>(a);
-    const auto b_begin = reinterpret_cast<uintptr_t>(b);
-    const auto size = static_cast<uintptr_t>(bytes);
-    return a_begin < b_begin + size && b_begin < a_begin + size;
-}
-
-// An output may be exactly an input (same first element) or lie apart from it; a partial overlap would let one
-// row's write land in another row's input.
-bool same_or_disjoint(const void* a, const void* b, int64_t bytes) {
-    return a == b || !overlaps(a, b, bytes);
-}
-
 template <typename T>
 void check_layer_norm_args(const LayerNormParams& p,
                            const T* x,
@@ -370,7 +291,7 @@ void check_layer_norm_args(const LayerNormParams& p,
                   "layer_norm: y and pre_norm must each be exactly x, exactly residual, or apart from both; a "
                   "partial overlap is not supported");
     }
-    VQA_CHECK(!overlaps(y, pre_norm, bytes), kInvalidArgument, "layer_norm: y and pre_norm must not overlap");
+    VQA_CHECK(!overlaps(y, bytes, pre_norm, bytes), kInvalidArgument, "layer_norm: y and pre_norm must not overlap");
 }
 
 }  // namespace

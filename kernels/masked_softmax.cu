@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "kernels/cuda_check.h"
+#include "kernels/cuda_reduce.cuh"
 #include "kernels/element_convert.cuh"
 #include "kernels/masked_softmax.h"
 #include "kernels/trace.h"
@@ -16,25 +17,11 @@
 namespace vqa::cuda {
 namespace {
 
-constexpr int kWarpSize = 32;
 constexpr int kWarpsPerBlock = 4;  // warp-per-row kernel: 4 rows per 128-thread block
 constexpr int kMaxElemsPerLane = 32;
 constexpr int kMaxWarpCols = kWarpSize * kMaxElemsPerLane;  // 1024
 constexpr int kRowBlockThreads = 256;                       // block-per-row kernel
-constexpr unsigned kFullMask = 0xffffffffu;
-
-__device__ __forceinline__ float warp_max(float v) {
-    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-        v = fmaxf(v, __shfl_xor_sync(kFullMask, v, offset));
-    }
-    return v;
-}
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-        v += __shfl_xor_sync(kFullMask, v, offset);
-    }
-    return v;
-}
+constexpr int kRowBlockWarps = kRowBlockThreads / kWarpSize;
 
 // The pieces of one row: where its scores, key mask and additive mask start.
 struct RowInputs {
@@ -124,35 +111,6 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarpSize)
     }
 }
 
-// Reduces over the block with `op`; every thread gets the result. `scratch` holds one value per warp and may be
-// reused right after the call returns (the trailing barrier).
-template <typename Op>
-__device__ float block_reduce(float v, float* scratch, Op op) {
-    constexpr int kWarps = kRowBlockThreads / kWarpSize;
-    const int lane = static_cast<int>(threadIdx.x % kWarpSize);
-    const int warp = static_cast<int>(threadIdx.x / kWarpSize);
-    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-        v = op(v, __shfl_xor_sync(kFullMask, v, offset));
-    }
-    if (lane == 0) {
-        scratch[warp] = v;
-    }
-    __syncthreads();
-    v = scratch[0];
-    for (int w = 1; w < kWarps; ++w) {
-        v = op(v, scratch[w]);
-    }
-    __syncthreads();
-    return v;
-}
-
-struct MaxOp {
-    __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
-};
-struct SumOp {
-    __device__ float operator()(float a, float b) const { return a + b; }
-};
-
 // One block per row, for rows longer than kMaxWarpCols.
 template <typename T>
 __global__ void __launch_bounds__(kRowBlockThreads)
@@ -161,7 +119,7 @@ __global__ void __launch_bounds__(kRowBlockThreads)
                                  const uint8_t* key_mask,  // [R / rows_per_mask, Lk] or null
                                  const float* additive,    // [A, Lk] or null
                                  T* probs) {               // [R, Lk]
-    __shared__ float scratch[kRowBlockThreads / kWarpSize];
+    __shared__ float scratch[kRowBlockWarps];
     const int64_t row = blockIdx.x;
     const T* in_row = scores + row * p.cols;
     T* out_row = probs + row * p.cols;
@@ -171,7 +129,7 @@ __global__ void __launch_bounds__(kRowBlockThreads)
     for (int64_t j = threadIdx.x; j < p.cols; j += kRowBlockThreads) {
         row_max = fmaxf(row_max, masked_logit(in_row, in, p.scale, j));
     }
-    row_max = block_reduce(row_max, scratch, MaxOp{});
+    row_max = block_reduce<kRowBlockWarps>(row_max, scratch, MaxOp{});
     if (row_max == -INFINITY) {
         const float fill = masked_row_fill(p);
         for (int64_t j = threadIdx.x; j < p.cols; j += kRowBlockThreads) {
@@ -183,7 +141,7 @@ __global__ void __launch_bounds__(kRowBlockThreads)
     for (int64_t j = threadIdx.x; j < p.cols; j += kRowBlockThreads) {
         sum += expf(masked_logit(in_row, in, p.scale, j) - row_max);
     }
-    const float inv_sum = 1.0f / block_reduce(sum, scratch, SumOp{});
+    const float inv_sum = 1.0f / block_reduce<kRowBlockWarps>(sum, scratch, SumOp{});
     for (int64_t j = threadIdx.x; j < p.cols; j += kRowBlockThreads) {
         out_row[j] = from_float<T>(expf(masked_logit(in_row, in, p.scale, j) - row_max) * inv_sum);
     }

@@ -51,74 +51,81 @@ __device__ __forceinline__ float bias_at(const T* bias, int64_t index) {
     return bias != nullptr ? to_float(bias[index]) : 0.0f;
 }
 
-// The raw pointers and strides of one LSTM step (RnnGatesParams resolved on the host).
+// The gate pre-activations of one step with G gates, as both cells read them: raw pointers and strides
+// (RnnGatesParams resolved on the host by gate_inputs).
 template <typename T>
-struct LstmArgs {
-    const T* gx;          // [B, 4·Hd], rows gx_stride apart
-    const T* gh;          // [B, 4·Hd], rows gh_stride apart, or null
-    const T* bias_ih;     // [4·Hd] or null
-    const T* bias_hh;     // [4·Hd] or null
-    const float* c_prev;  // [B, Hd] or null (may alias c)
-    float* c;             // [B, Hd]
-    T* h;                 // [B, Hd], rows h_stride apart
-    int64_t batch;        // B
-    int64_t hidden;       // Hd
+struct GateInputs {
+    const T* gx;       // [B, G·Hd], rows gx_stride apart
+    const T* gh;       // [B, G·Hd], rows gh_stride apart (LSTM: or null)
+    const T* bias_ih;  // [G·Hd] or null
+    const T* bias_hh;  // [G·Hd] or null
+    int64_t batch;     // B
+    int64_t hidden;    // Hd
     int64_t gx_stride;
     int64_t gh_stride;
-    int64_t h_stride;
+    int64_t h_stride;  // of the T state rows: h (LSTM), h and h_out (GRU)
+};
+
+template <typename T>
+GateInputs<T> gate_inputs(
+    const RnnGatesParams& p, int gates, const T* gx, const T* gh, const T* bias_ih, const T* bias_hh) {
+    return {gx, gh, bias_ih, bias_hh, p.batch, p.hidden, p.gx_stride(gates), p.gh_stride(gates), p.h_stride()};
+}
+
+// One LSTM step: its inputs and the state it updates.
+template <typename T>
+struct LstmArgs {
+    GateInputs<T> in;
+    const float* c_prev;  // [B, Hd] or null (may alias c)
+    float* c;             // [B, Hd]
+    T* h;                 // [B, Hd], rows in.h_stride apart
 };
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) lstm_gates_kernel(LstmArgs<T> a) {
-    const int64_t hd = a.hidden;
-    for (int64_t b = int64_t{blockIdx.y} * blockDim.y + threadIdx.y; b < a.batch;
+    const GateInputs<T> inputs = a.in;
+    const int64_t hd = inputs.hidden;
+    for (int64_t b = int64_t{blockIdx.y} * blockDim.y + threadIdx.y; b < inputs.batch;
          b += int64_t{gridDim.y} * blockDim.y) {
-        const T* gx = a.gx + b * a.gx_stride;
-        const T* gh = a.gh != nullptr ? a.gh + b * a.gh_stride : nullptr;
+        const T* gx = inputs.gx + b * inputs.gx_stride;
+        const T* gh = inputs.gh != nullptr ? inputs.gh + b * inputs.gh_stride : nullptr;
         for (int64_t j = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; j < hd; j += int64_t{gridDim.x} * blockDim.x) {
             float pre[kLstmGates];
 #pragma unroll
             for (int k = 0; k < kLstmGates; ++k) {
                 const int64_t col = k * hd + j;
                 // The CPU reference's order: (x·W_ihᵀ + b_ih) + h·W_hhᵀ, then + b_hh.
-                float v = to_float(gx[col]) + bias_at(a.bias_ih, col);
+                float v = to_float(gx[col]) + bias_at(inputs.bias_ih, col);
                 if (gh != nullptr) {
                     v += to_float(gh[col]);
                 }
-                pre[k] = v + bias_at(a.bias_hh, col);
+                pre[k] = v + bias_at(inputs.bias_hh, col);
             }
             const int64_t s = b * hd + j;
             const float c_old = a.c_prev != nullptr ? a.c_prev[s] : 0.0f;  // read before c (may alias) is written
             const float c_new = sigmoid(pre[1]) * c_old + sigmoid(pre[0]) * tanhf(pre[2]);
             a.c[s] = c_new;
-            a.h[b * a.h_stride + j] = from_float<T>(sigmoid(pre[3]) * tanhf(c_new));
+            a.h[b * inputs.h_stride + j] = from_float<T>(sigmoid(pre[3]) * tanhf(c_new));
         }
     }
 }
 
-// The raw pointers and strides of one GRU step.
+// One GRU step: its inputs and the state it updates.
 template <typename T>
 struct GruArgs {
-    const T* gx;       // [B, 3·Hd], rows gx_stride apart
-    const T* gh;       // [B, 3·Hd], rows gh_stride apart
-    const T* bias_ih;  // [3·Hd] or null
-    const T* bias_hh;  // [3·Hd] or null
-    const T* h;        // [B, Hd], rows h_stride apart (may alias h_out)
-    T* h_out;          // [B, Hd], rows h_stride apart
-    int64_t batch;     // B
-    int64_t hidden;    // Hd
-    int64_t gx_stride;
-    int64_t gh_stride;
-    int64_t h_stride;
+    GateInputs<T> in;
+    const T* h;  // [B, Hd], rows in.h_stride apart (may alias h_out)
+    T* h_out;    // [B, Hd], rows in.h_stride apart
 };
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) gru_gates_kernel(GruArgs<T> a) {
-    const int64_t hd = a.hidden;
-    for (int64_t b = int64_t{blockIdx.y} * blockDim.y + threadIdx.y; b < a.batch;
+    const GateInputs<T> inputs = a.in;
+    const int64_t hd = inputs.hidden;
+    for (int64_t b = int64_t{blockIdx.y} * blockDim.y + threadIdx.y; b < inputs.batch;
          b += int64_t{gridDim.y} * blockDim.y) {
-        const T* gx = a.gx + b * a.gx_stride;
-        const T* gh = a.gh + b * a.gh_stride;
+        const T* gx = inputs.gx + b * inputs.gx_stride;
+        const T* gh = inputs.gh + b * inputs.gh_stride;
         for (int64_t j = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; j < hd; j += int64_t{gridDim.x} * blockDim.x) {
             // (x·W_iᵀ + b_i·) and (h·W_hᵀ + b_h·) are formed apart, as the CPU reference does, then summed.
             float in[kGruGates];
@@ -126,13 +133,13 @@ __global__ void __launch_bounds__(kThreads) gru_gates_kernel(GruArgs<T> a) {
 #pragma unroll
             for (int k = 0; k < kGruGates; ++k) {
                 const int64_t col = k * hd + j;
-                in[k] = to_float(gx[col]) + bias_at(a.bias_ih, col);
-                hid[k] = to_float(gh[col]) + bias_at(a.bias_hh, col);
+                in[k] = to_float(gx[col]) + bias_at(inputs.bias_ih, col);
+                hid[k] = to_float(gh[col]) + bias_at(inputs.bias_hh, col);
             }
             const float r = sigmoid(in[0] + hid[0]);
             const float z = sigmoid(in[1] + hid[1]);
             const float n = tanhf(in[2] + r * hid[2]);
-            const int64_t s = b * a.h_stride + j;
+            const int64_t s = b * inputs.h_stride + j;
             const float h_prev = to_float(a.h[s]);  // read before h_out (which may alias h) is written
             a.h_out[s] = from_float<T>((1.0f - z) * n + z * h_prev);
         }
@@ -156,18 +163,7 @@ void lstm_gates(const RnnGatesParams& params,
     if (params.batch == 0) {
         return;
     }
-    const LstmArgs<T> args{gx,
-                           gh,
-                           bias_ih,
-                           bias_hh,
-                           c_prev,
-                           c,
-                           h,
-                           params.batch,
-                           params.hidden,
-                           params.gx_stride(kLstmGates),
-                           params.gh_stride(kLstmGates),
-                           params.h_stride()};
+    const LstmArgs<T> args{gate_inputs(params, kLstmGates, gx, gh, bias_ih, bias_hh), c_prev, c, h};
     const Launch l = state_launch(params.batch, params.hidden);
     lstm_gates_kernel<T><<<l.grid, l.block, 0, stream>>>(args);
     VQA_CUDA_CHECK_LAUNCH(stream);
@@ -187,17 +183,7 @@ void gru_gates(const RnnGatesParams& params,
     if (params.batch == 0) {
         return;
     }
-    const GruArgs<T> args{gx,
-                          gh,
-                          bias_ih,
-                          bias_hh,
-                          h,
-                          h_out,
-                          params.batch,
-                          params.hidden,
-                          params.gx_stride(kGruGates),
-                          params.gh_stride(kGruGates),
-                          params.h_stride()};
+    const GruArgs<T> args{gate_inputs(params, kGruGates, gx, gh, bias_ih, bias_hh), h, h_out};
     const Launch l = state_launch(params.batch, params.hidden);
     gru_gates_kernel<T><<<l.grid, l.block, 0, stream>>>(args);
     VQA_CUDA_CHECK_LAUNCH(stream);

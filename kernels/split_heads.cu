@@ -10,11 +10,11 @@
 #include "kernels/cuda_check.h"
 #include "kernels/split_heads.h"
 #include "kernels/trace.h"
+#include "kernels/vector_io.cuh"
 
 namespace vqa::cuda {
 
 constexpr int kThreads = 256;
-constexpr int kMaxWordBytes = 16;
 
 // One thread moves one word. The flat index i runs over x's logical layout [B, L, H, Dh / word], so consecutive
 // threads read (split) or write (merge) consecutive words of an x row, and consecutive words of a head row in y.
@@ -48,25 +48,6 @@ static __global__ void permute_heads_kernel(
     }
 }
 
-// Calls f(Word{}) with the unsigned word type of the given size.
-template <typename F>
-static void dispatch_word(int word_bytes, F&& f) {
-    switch (word_bytes) {
-        case 16:
-            return f(uint4{});
-        case 8:
-            return f(uint2{});
-        case 4:
-            return f(uint32_t{});
-        default:
-            return f(uint16_t{});
-    }
-}
-
-static bool is_multiple(uint64_t value, int word_bytes) {
-    return value % static_cast<uint64_t>(word_bytes) == 0;
-}
-
 // split (kToHeads): src = x, dst = y; merge: src = y, dst = x.
 template <typename T, bool kToHeads>
 static void permute_heads_cuda(const T* src, T* dst, const HeadsShape& shape, const char* op, cudaStream_t stream) {
@@ -82,22 +63,16 @@ static void permute_heads_cuda(const T* src, T* dst, const HeadsShape& shape, co
     VQA_CHECK(numel <= std::numeric_limits<int>::max(), kInvalidArgument, op, ": B*L*H*Dh = ", numel,
               " exceeds 2^31-1 elements; split the batch into smaller calls");
 
-    const uint64_t head_bytes = uint64_t{sizeof(T)} * shape.head_dim;
-    const uint64_t row_stride_bytes = uint64_t{sizeof(T)} * shape.row_stride();
-    int word_bytes = kMaxWordBytes;
-    while (word_bytes > static_cast<int>(sizeof(T)) &&
-           !(is_multiple(head_bytes, word_bytes) && is_multiple(row_stride_bytes, word_bytes) &&
-             is_multiple(reinterpret_cast<uintptr_t>(x), word_bytes) &&
-             is_multiple(reinterpret_cast<uintptr_t>(y), word_bytes))) {
-        word_bytes /= 2;
-    }
+    constexpr int kElemBytes = static_cast<int>(sizeof(T));
+    const int word_bytes =
+        widest_word_bytes(kElemBytes, int64_t{kElemBytes} * shape.head_dim, kElemBytes * shape.row_stride(), x, y);
 
     const int elems_per_word = word_bytes / static_cast<int>(sizeof(T));
     const int total_words = static_cast<int>(numel / elems_per_word);
     const int head_words = shape.head_dim / elems_per_word;
     const int64_t x_row_stride_words = shape.row_stride() / elems_per_word;
     const unsigned blocks = static_cast<unsigned>((total_words + kThreads - 1) / kThreads);
-    dispatch_word(word_bytes, [&](auto word) {
+    dispatch_word<kElemBytes>(word_bytes, [&](auto word) {
         using Word = decltype(word);
         permute_heads_kernel<Word, kToHeads><<<blocks, kThreads, 0, stream>>>(
             reinterpret_cast<const Word*>(src), reinterpret_cast<Word*>(dst), total_words, shape.seq_len,

@@ -13,29 +13,25 @@
 
 #include "kernels/check.h"
 #include "kernels/cuda_check.h"
+#include "kernels/cuda_reduce.cuh"
 #include "kernels/element_convert.cuh"
-#include "kernels/trace.h"
 #include "kernels/tensor_ops.h"
+#include "kernels/trace.h"
+#include "kernels/vector_io.cuh"
 
 namespace vqa::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kWarpSize = 32;
 constexpr int kWarpsPerBlock = kThreads / kWarpSize;
-constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int64_t kMaxGridX = int64_t{1} << 16;  // grid-stride beyond: 2^16 blocks already fill any GPU
 constexpr int64_t kMaxGridYZ = 65535;            // the hardware limit of gridDim.y and gridDim.z
-constexpr int kVectorBytes = 16;
+
 constexpr int kTile = 32;     // batched_transpose: a 32 × 32 tile per block ...
 constexpr int kTileRows = 8;  // ... read and written by 32 × 8 threads, 4 elements each
 
 int64_t ceil_div(int64_t a, int64_t b) {
     return (a + b - 1) / b;
-}
-
-bool is_aligned(const void* p, int64_t bytes) {
-    return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes) == 0;
 }
 
 struct Launch {
@@ -69,32 +65,6 @@ struct alignas(sizeof(T) * N) Pack {
 template <typename Dst, typename Src>
 __device__ __forceinline__ Dst convert_element(Src v) {
     return from_float<Dst>(to_float(v));
-}
-
-// Calls f(Word{}) with the unsigned word type of the given size (1, 2, 4, 8 or 16 bytes).
-template <typename F>
-void dispatch_word(int word_bytes, F&& f) {
-    switch (word_bytes) {
-        case 16:
-            return f(uint4{});
-        case 8:
-            return f(uint2{});
-        case 4:
-            return f(uint32_t{});
-        case 2:
-            return f(uint16_t{});
-        default:
-            return f(uint8_t{});
-    }
-}
-
-// The widest word (<= 16 bytes, >= min_bytes) that divides `bytes` and both addresses.
-int word_bytes_for(int64_t bytes, const void* a, const void* b, int min_bytes) {
-    int word = kVectorBytes;
-    while (word > min_bytes && !(bytes % word == 0 && is_aligned(a, word) && is_aligned(b, word))) {
-        word /= 2;
-    }
-    return word;
 }
 
 // ---- convert ----------------------------------------------------------------------------------------------------
@@ -309,23 +279,6 @@ __device__ ArgMax block_argmax(const T* row, int cols, ArgMax* scratch) {  // sc
     return isnan(first) ? ArgMax{first, 0} : best;  // also the all-NaN row, where best has no candidate
 }
 
-// The sum over the block; every thread gets it. `scratch` is reusable when it returns.
-__device__ float block_sum(float v, float* scratch) {  // scratch: [kWarpsPerBlock]
-    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-        v += __shfl_xor_sync(kFullMask, v, offset);
-    }
-    if (threadIdx.x % kWarpSize == 0) {
-        scratch[threadIdx.x / kWarpSize] = v;
-    }
-    __syncthreads();
-    v = scratch[0];
-    for (int w = 1; w < kWarpsPerBlock; ++w) {
-        v += scratch[w];
-    }
-    __syncthreads();
-    return v;
-}
-
 // One block per row; the row loop is uniform over the block, so the barriers inside are safe.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) argmax_rows_kernel(const T* __restrict__ x,  // [rows, cols]
@@ -360,7 +313,7 @@ __global__ void __launch_bounds__(kThreads) greedy_step_kernel(GreedyStepParams 
         for (int64_t j = threadIdx.x; j < cols; j += kThreads) {
             sum += expf(to_float(row[j]) - best.value);
         }
-        sum = block_sum(sum, sum_scratch);
+        sum = block_reduce<kWarpsPerBlock>(sum, sum_scratch, SumOp{});
         if (threadIdx.x == 0) {
             const bool was_done = p.step > 0 && done[b] != 0;
             int32_t* token = tokens + b * p.max_steps + p.step;
@@ -449,10 +402,11 @@ void gather_rows(
     }
     VQA_CHECK(src != nullptr && index != nullptr && dst != nullptr, kInvalidArgument,
               "gather_rows: src, index and dst must not be null");
-    const int word = word_bytes_for(block * static_cast<int64_t>(sizeof(T)), src, dst, sizeof(T));
-    const int64_t words = block * static_cast<int64_t>(sizeof(T)) / word;
+    constexpr int kElemBytes = static_cast<int>(sizeof(T));
+    const int word = widest_word_bytes(kElemBytes, block * kElemBytes, src, dst);
+    const int64_t words = block * kElemBytes / word;
     const Launch l = launch_2d(count, words);
-    dispatch_word(word, [&](auto word_tag) {
+    dispatch_word<kElemBytes>(word, [&](auto word_tag) {
         using Word = decltype(word_tag);
         gather_rows_kernel<Word><<<l.grid, l.block, 0, stream>>>(reinterpret_cast<const Word*>(src), src_rows, index,
                                                                  count, words, reinterpret_cast<Word*>(dst));
@@ -505,17 +459,16 @@ void nonzero_row_mask(const T* feat, int64_t rows, int64_t cols, uint8_t* mask, 
     }
     VQA_CHECK(mask != nullptr && (feat != nullptr || cols == 0), kInvalidArgument,
               "nonzero_row_mask: feat and mask must not be null");
-    const int64_t row_bytes = cols * static_cast<int64_t>(sizeof(T));
+    constexpr int kElemBytes = static_cast<int>(sizeof(T));
+    const int64_t row_bytes = cols * kElemBytes;
     // With cols = 0 every row is empty (masked); any word size reads nothing.
-    const int word = word_bytes_for(row_bytes, feat, feat, sizeof(T));
+    const int word = widest_word_bytes(kElemBytes, row_bytes, feat);
     const uint32_t magnitude = sizeof(T) == 4 ? 0x7fffffffu : 0x7fff7fffu;
     const auto blocks = static_cast<unsigned>(std::min(ceil_div(rows, kWarpsPerBlock), kMaxGridX));
-    dispatch_word(word, [&](auto word_tag) {
+    dispatch_word<kElemBytes>(word, [&](auto word_tag) {
         using Word = decltype(word_tag);
-        if constexpr (sizeof(Word) >= sizeof(T)) {
-            nonzero_row_mask_kernel<Word><<<blocks, kThreads, 0, stream>>>(reinterpret_cast<const Word*>(feat), rows,
-                                                                           row_bytes / word, magnitude, mask);
-        }
+        nonzero_row_mask_kernel<Word><<<blocks, kThreads, 0, stream>>>(reinterpret_cast<const Word*>(feat), rows,
+                                                                       row_bytes / word, magnitude, mask);
     });
     VQA_CUDA_CHECK_LAUNCH(stream);
 }

@@ -14,18 +14,17 @@
 #include <cstdint>
 
 #include "kernels/cuda_check.h"
+#include "kernels/cuda_reduce.cuh"
 #include "kernels/element_convert.cuh"
-#include "kernels/trace.h"
 #include "kernels/topk.h"
+#include "kernels/trace.h"
 
 namespace vqa::cuda {
 namespace {
 
-constexpr int kWarpSize = 32;
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarpSize;
 constexpr int kMaxItems = static_cast<int>(kAnswerTopkMaxScores / kThreads);  // scores per thread
-constexpr unsigned kFullMask = 0xffffffffu;
 static_assert(kMaxItems * kThreads == kAnswerTopkMaxScores, "the limit is a whole number of slots");
 static_assert(kMaxItems <= 32, "a thread's taken flags are the bits of one uint32");
 
@@ -47,34 +46,6 @@ __device__ __forceinline__ bool ranks_before(const Candidate& a, const Candidate
     }
     return a.value > b.value || (a.value == b.value && a.id < b.id);
 }
-
-// Reduces over the block; every thread gets the result. `scratch` holds one value per warp and may be reused
-// right after the call returns (the trailing barrier).
-template <typename Op>
-__device__ float block_reduce(float v, float* scratch, Op op) {
-    const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
-    const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
-    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-        v = op(v, __shfl_xor_sync(kFullMask, v, offset));
-    }
-    if (lane == 0) {
-        scratch[warp] = v;
-    }
-    __syncthreads();
-    v = scratch[0];
-    for (int w = 1; w < kWarps; ++w) {
-        v = op(v, scratch[w]);
-    }
-    __syncthreads();
-    return v;
-}
-
-struct MaxOp {
-    __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
-};
-struct SumOp {
-    __device__ float operator()(float a, float b) const { return a + b; }
-};
 
 // The best untaken score among this thread's slots.
 template <int kItems>
@@ -123,7 +94,7 @@ __global__ void __launch_bounds__(kThreads) answer_topk_kernel(AnswerTopkParams 
                 row_max = fmaxf(row_max, score[t]);
             }
         }
-        row_max = block_reduce(row_max, scratch, MaxOp{});
+        row_max = block_reduce<kWarps>(row_max, scratch, MaxOp{});
         float sum = 0.0f;
 #pragma unroll
         for (int t = 0; t < kItems; ++t) {
@@ -132,7 +103,7 @@ __global__ void __launch_bounds__(kThreads) answer_topk_kernel(AnswerTopkParams 
                 sum += score[t];
             }
         }
-        const float inv_sum = __fdiv_rn(1.0f, block_reduce(sum, scratch, SumOp{}));
+        const float inv_sum = __fdiv_rn(1.0f, block_reduce<kWarps>(sum, scratch, SumOp{}));
 #pragma unroll
         for (int t = 0; t < kItems; ++t) {
             score[t] *= inv_sum;

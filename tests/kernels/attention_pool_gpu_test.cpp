@@ -38,9 +38,6 @@ std::string case_string(const Case& c) {
            std::to_string(c.glimpses) + "_" + test::precision_name(c.precision) + test::mask_suffix(c.mask) +
            (c.rule == cpu::MaskedRow::kUniform ? "_uniform" : "") + (c.misaligned ? "_misaligned" : "");
 }
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-    return case_string(info.param);
-}
 void PrintTo(const Case& c, std::ostream* out) {
     *out << case_string(c);
 }
@@ -161,8 +158,8 @@ TEST_P(AttentionPoolGpuTest, MatchesReference) {
                             [&](auto element) { check_attention_pool<decltype(element)>(GetParam()); });
 }
 
-INSTANTIATE_TEST_SUITE_P(Grid, AttentionPoolGpuTest, ::testing::ValuesIn(grid_cases()), case_name);
-INSTANTIATE_TEST_SUITE_P(Variants, AttentionPoolGpuTest, ::testing::ValuesIn(variant_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Grid, AttentionPoolGpuTest, ::testing::ValuesIn(grid_cases()), test::case_name<Case>);
+INSTANTIATE_TEST_SUITE_P(Variants, AttentionPoolGpuTest, ::testing::ValuesIn(variant_cases()), test::case_name<Case>);
 
 }  // namespace
 }  // namespace vqa

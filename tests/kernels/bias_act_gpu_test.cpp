@@ -64,9 +64,6 @@ std::string case_string(const Case& c) {
     }
     return name;
 }
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-    return case_string(info.param);
-}
 void PrintTo(const Case& c, std::ostream* out) {
     *out << case_string(c);
 }
@@ -152,8 +149,8 @@ TEST_P(BiasActGpuTest, MatchesReference) {
     test::with_element_type(GetParam().precision, [&](auto element) { check_bias_act<decltype(element)>(GetParam()); });
 }
 
-INSTANTIATE_TEST_SUITE_P(Grid, BiasActGpuTest, ::testing::ValuesIn(grid_cases()), case_name);
-INSTANTIATE_TEST_SUITE_P(Layouts, BiasActGpuTest, ::testing::ValuesIn(layout_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Grid, BiasActGpuTest, ::testing::ValuesIn(grid_cases()), test::case_name<Case>);
+INSTANTIATE_TEST_SUITE_P(Layouts, BiasActGpuTest, ::testing::ValuesIn(layout_cases()), test::case_name<Case>);
 
 }  // namespace
 }  // namespace vqa

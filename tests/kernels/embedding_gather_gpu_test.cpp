@@ -52,9 +52,6 @@ std::string case_string(const Case& c) {
     }
     return name;
 }
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-    return case_string(info.param);
-}
 void PrintTo(const Case& c, std::ostream* out) {
     *out << case_string(c);
 }
@@ -170,7 +167,7 @@ TEST_P(EmbeddingGatherGpuTest, MatchesReference) {
     });
 }
 
-INSTANTIATE_TEST_SUITE_P(Grid, EmbeddingGatherGpuTest, ::testing::ValuesIn(grid_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Grid, EmbeddingGatherGpuTest, ::testing::ValuesIn(grid_cases()), test::case_name<Case>);
 
 }  // namespace
 }  // namespace vqa

@@ -50,9 +50,6 @@ std::string case_string(const Case& c) {
     name += c.with_probs ? "" : "_noprobs";
     return name;
 }
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-    return case_string(info.param);
-}
 void PrintTo(const Case& c, std::ostream* out) {
     *out << case_string(c);
 }
@@ -213,8 +210,8 @@ TEST_P(FusedAttentionGpuTest, MatchesReference) {
                             [&](auto element) { check_fused_attention<decltype(element)>(GetParam()); });
 }
 
-INSTANTIATE_TEST_SUITE_P(Grid, FusedAttentionGpuTest, ::testing::ValuesIn(grid_cases()), case_name);
-INSTANTIATE_TEST_SUITE_P(Variants, FusedAttentionGpuTest, ::testing::ValuesIn(variant_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Grid, FusedAttentionGpuTest, ::testing::ValuesIn(grid_cases()), test::case_name<Case>);
+INSTANTIATE_TEST_SUITE_P(Variants, FusedAttentionGpuTest, ::testing::ValuesIn(variant_cases()), test::case_name<Case>);
 
 }  // namespace
 }  // namespace vqa

@@ -1,10 +1,13 @@
-// What the CUDA op tests share beyond test_util.h: the precision of a case, its name, a dispatch from precision
-// to element type, and key padding masks with partly and fully masked rows.
+// What the CUDA op tests share beyond test_util.h: the precision of a case, its name, the test name of a case, a
+// dispatch from precision to element type, and key padding masks with partly and fully masked rows.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "tests/kernels/test_util.h"
 
@@ -30,6 +33,14 @@ inline const char* precision_name(Precision p) {
 }
 
 inline constexpr Precision kPrecisions[] = {Precision::kFp32, Precision::kFp16, Precision::kBf16};
+
+// INSTANTIATE_TEST_SUITE_P's name generator, `test::case_name<Case>`, for a case type with a case_string(const
+// Case&) beside it (found by argument-dependent lookup): test names that print the case, B1_H8_Lq14_Lk100_Dh64_fp16.
+// gtest's PrintTo, by contrast, must be declared in the case type's own namespace.
+template <typename Case>
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+    return case_string(info.param);
+}
 
 #if VQA_WITH_CUDA
 // Calls f(T{}) with the element type of a precision.

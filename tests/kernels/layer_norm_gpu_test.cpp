@@ -64,9 +64,6 @@ std::string case_string(const Case& c) {
     }
     return name + (c.constant ? "_const" : "");
 }
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-    return case_string(info.param);
-}
 void PrintTo(const Case& c, std::ostream* out) {
     *out << case_string(c);
 }
@@ -202,8 +199,8 @@ TEST_P(LayerNormGpuTest, MatchesReference) {
                             [&](auto element) { check_layer_norm<decltype(element)>(GetParam()); });
 }
 
-INSTANTIATE_TEST_SUITE_P(Grid, LayerNormGpuTest, ::testing::ValuesIn(grid_cases()), case_name);
-INSTANTIATE_TEST_SUITE_P(Layouts, LayerNormGpuTest, ::testing::ValuesIn(layout_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Grid, LayerNormGpuTest, ::testing::ValuesIn(grid_cases()), test::case_name<Case>);
+INSTANTIATE_TEST_SUITE_P(Layouts, LayerNormGpuTest, ::testing::ValuesIn(layout_cases()), test::case_name<Case>);
 
 }  // namespace
 }  // namespace vqa

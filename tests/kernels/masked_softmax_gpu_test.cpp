@@ -51,9 +51,6 @@ std::string case_string(const Case& c) {
            (c.additive ? "_add" : "") + (c.rule == cpu::MaskedRow::kUniform ? "_uniform" : "") +
            (c.in_place ? "_inplace" : "");
 }
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-    return case_string(info.param);
-}
 void PrintTo(const Case& c, std::ostream* out) {
     *out << case_string(c);
 }
@@ -148,8 +145,8 @@ TEST_P(MaskedSoftmaxGpuTest, MatchesReference) {
                             [&](auto element) { check_masked_softmax<decltype(element)>(GetParam()); });
 }
 
-INSTANTIATE_TEST_SUITE_P(Grid, MaskedSoftmaxGpuTest, ::testing::ValuesIn(grid_cases()), case_name);
-INSTANTIATE_TEST_SUITE_P(Rules, MaskedSoftmaxGpuTest, ::testing::ValuesIn(rule_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Grid, MaskedSoftmaxGpuTest, ::testing::ValuesIn(grid_cases()), test::case_name<Case>);
+INSTANTIATE_TEST_SUITE_P(Rules, MaskedSoftmaxGpuTest, ::testing::ValuesIn(rule_cases()), test::case_name<Case>);
 
 }  // namespace
 }  // namespace vqa

@@ -45,9 +45,6 @@ std::string case_string(const Case& c) {
     name += c.row_pad > 0 ? "_pad" + std::to_string(c.row_pad) : "";
     return name;
 }
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-    return case_string(info.param);
-}
 void PrintTo(const Case& c, std::ostream* out) {
     *out << case_string(c);
 }
@@ -176,8 +173,8 @@ TEST_P(PreprocessImageGpuTest, MatchesReference) {
                             [&](auto element) { check_preprocess<decltype(element)>(GetParam()); });
 }
 
-INSTANTIATE_TEST_SUITE_P(Single, PreprocessImageGpuTest, ::testing::ValuesIn(single_cases()), case_name);
-INSTANTIATE_TEST_SUITE_P(Batched, PreprocessImageGpuTest, ::testing::ValuesIn(batched_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Single, PreprocessImageGpuTest, ::testing::ValuesIn(single_cases()), test::case_name<Case>);
+INSTANTIATE_TEST_SUITE_P(Batched, PreprocessImageGpuTest, ::testing::ValuesIn(batched_cases()), test::case_name<Case>);
 
 }  // namespace
 }  // namespace vqa

@@ -52,9 +52,6 @@ std::string case_string(const Case& c) {
     name += c.misalign != 0 ? "_off" + std::to_string(c.misalign) : "";
     return name;
 }
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-    return case_string(info.param);
-}
 void PrintTo(const Case& c, std::ostream* out) {
     *out << case_string(c);
 }
@@ -156,8 +153,8 @@ TEST_P(QkvProjectionGpuTest, MatchesReference) {
                             [&](auto element) { check_projection<decltype(element)>(GetParam()); });
 }
 
-INSTANTIATE_TEST_SUITE_P(Grid, QkvProjectionGpuTest, ::testing::ValuesIn(grid_cases()), case_name);
-INSTANTIATE_TEST_SUITE_P(Edges, QkvProjectionGpuTest, ::testing::ValuesIn(edge_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Grid, QkvProjectionGpuTest, ::testing::ValuesIn(grid_cases()), test::case_name<Case>);
+INSTANTIATE_TEST_SUITE_P(Edges, QkvProjectionGpuTest, ::testing::ValuesIn(edge_cases()), test::case_name<Case>);
 
 }  // namespace
 }  // namespace vqa

@@ -8,12 +8,12 @@
 #include <cstdint>
 #include <ostream>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "kernels/cpu/rnn.h"
+#include "kernels/cublas_handle.h"
 #include "kernels/rnn.h"
 #include "tests/kernels/gpu_case.h"
 #include "tests/kernels/test_util.h"
@@ -21,6 +21,8 @@
 namespace vqa {
 namespace {
 
+using cuda::CublasHandle;
+using cuda::cuda_type;
 using test::Precision;
 
 constexpr int kEmbed = 300;  // E: the GloVe width of the question embeddings
@@ -42,33 +44,6 @@ test::Tolerance rnn_tolerance(Precision precision) {
             return {1e-4, 5e-3, 1e-2};
     }
     return {};
-}
-
-// A cuBLAS handle bound to a stream, owned by a test.
-class CublasHandle {
-public:
-    explicit CublasHandle(cudaStream_t stream) {
-        VQA_CUBLAS_CHECK(cublasCreate(&handle_));
-        VQA_CUBLAS_CHECK(cublasSetStream(handle_, stream));
-    }
-    ~CublasHandle() { cublasDestroy(handle_); }
-    CublasHandle(const CublasHandle&) = delete;
-    CublasHandle& operator=(const CublasHandle&) = delete;
-    cublasHandle_t get() const { return handle_; }
-
-private:
-    cublasHandle_t handle_ = nullptr;
-};
-
-template <typename T>
-cudaDataType_t cuda_type() {
-    if constexpr (sizeof(T) == 4) {
-        return CUDA_R_32F;
-    } else if constexpr (std::is_same_v<T, __half>) {
-        return CUDA_R_16F;
-    } else {
-        return CUDA_R_16BF;
-    }
 }
 
 // c [M, N] (rows ldc apart) = a [M, K] (rows lda apart) · w [N, K]ᵀ (rows K apart) + beta · c, fp32 accumulation
@@ -144,15 +119,12 @@ struct SeqCase {
 };
 
 // B3_L14_Hd64_E300_fp16, with _nobias and _acc suffixes.
-std::string seq_string(const SeqCase& c) {
+std::string case_string(const SeqCase& c) {
     return "B" + std::to_string(c.batch) + "_L" + std::to_string(c.seq_len) + "_Hd" + std::to_string(c.hidden) + "_E" +
            std::to_string(kEmbed) + suffix(c.precision, c.bias) + (c.accumulate ? "_acc" : "");
 }
-std::string seq_name(const ::testing::TestParamInfo<SeqCase>& info) {
-    return seq_string(info.param);
-}
 void PrintTo(const SeqCase& c, std::ostream* out) {
-    *out << seq_string(c);
+    *out << case_string(c);
 }
 
 std::vector<SeqCase> seq_cases() {
@@ -237,7 +209,7 @@ TEST_P(LstmSequenceGpuTest, MatchesCpuLstmSequence) {
                             [&](auto element) { check_lstm_sequence<decltype(element)>(GetParam()); });
 }
 
-INSTANTIATE_TEST_SUITE_P(Grid, LstmSequenceGpuTest, ::testing::ValuesIn(seq_cases()), seq_name);
+INSTANTIATE_TEST_SUITE_P(Grid, LstmSequenceGpuTest, ::testing::ValuesIn(seq_cases()), test::case_name<SeqCase>);
 
 // ---- LSTMCell and GRUCell steps -----------------------------------------------------------------------------------
 
@@ -256,16 +228,13 @@ struct CellCase {
 };
 
 // Lstm_B3_Hd64_E300_fp16, with _nobias, _out (out of place) and _pad suffixes.
-std::string cell_string(const CellCase& c) {
+std::string case_string(const CellCase& c) {
     return std::string(c.cell == Cell::kLstm ? "Lstm" : "Gru") + "_B" + std::to_string(c.batch) + "_Hd" +
            std::to_string(c.hidden) + "_E" + std::to_string(kEmbed) + suffix(c.precision, c.bias) +
            (c.in_place ? "" : "_out") + (c.padded ? "_pad" : "");
 }
-std::string cell_name(const ::testing::TestParamInfo<CellCase>& info) {
-    return cell_string(info.param);
-}
 void PrintTo(const CellCase& c, std::ostream* out) {
-    *out << cell_string(c);
+    *out << case_string(c);
 }
 
 std::vector<CellCase> cell_cases() {
@@ -394,7 +363,7 @@ TEST_P(RnnCellGpuTest, MatchesCpuCellStep) {
     test::with_element_type(GetParam().precision, [&](auto element) { check_cell<decltype(element)>(GetParam()); });
 }
 
-INSTANTIATE_TEST_SUITE_P(Grid, RnnCellGpuTest, ::testing::ValuesIn(cell_cases()), cell_name);
+INSTANTIATE_TEST_SUITE_P(Grid, RnnCellGpuTest, ::testing::ValuesIn(cell_cases()), test::case_name<CellCase>);
 
 }  // namespace
 }  // namespace vqa

@@ -10,6 +10,7 @@
 
 #include "kernels/cpu/split_heads.h"
 #include "kernels/split_heads.h"
+#include "tests/kernels/gpu_case.h"
 #include "tests/kernels/test_util.h"
 #include "vqa/error.h"
 
@@ -18,8 +19,7 @@ namespace {
 
 using test::all_close;
 using test::kExact;
-
-enum class Precision { kFp32, kFp16, kBf16 };
+using test::Precision;
 
 struct Case {
     int batch = 1;      // B
@@ -35,23 +35,11 @@ struct Case {
     }
 };
 
-const char* precision_name(Precision p) {
-    switch (p) {
-        case Precision::kFp32:
-            return "fp32";
-        case Precision::kFp16:
-            return "fp16";
-        case Precision::kBf16:
-            return "bf16";
-    }
-    return "unknown";
-}
-
 // B1_L14_H8_Dh64_fp16, with _pad<n> and _off<n> suffixes for strided and misaligned cases.
 std::string case_string(const Case& c) {
     std::string name = "B" + std::to_string(c.batch) + "_L" + std::to_string(c.seq_len) + "_H" +
                        std::to_string(c.num_heads) + "_Dh" + std::to_string(c.head_dim) + "_" +
-                       precision_name(c.precision);
+                       test::precision_name(c.precision);
     if (c.row_pad != 0) {
         name += "_pad" + std::to_string(c.row_pad);
     }
@@ -61,16 +49,10 @@ std::string case_string(const Case& c) {
     return name;
 }
 
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-    return case_string(info.param);
-}
-
 // gtest prints the case this way in failure messages.
 void PrintTo(const Case& c, std::ostream* out) {
     *out << case_string(c);
 }
-
-constexpr Precision kPrecisions[] = {Precision::kFp32, Precision::kFp16, Precision::kBf16};
 
 std::vector<Case> grid_cases() {
     std::vector<Case> cases;
@@ -78,7 +60,7 @@ std::vector<Case> grid_cases() {
         for (const int seq_len : {1, 14, 33, 100}) {
             for (const int num_heads : {1, 8, 16}) {
                 for (const int head_dim : {32, 64, 128, 5}) {
-                    for (const Precision precision : kPrecisions) {
+                    for (const Precision precision : test::kPrecisions) {
                         cases.push_back({batch, seq_len, num_heads, head_dim, precision});
                     }
                 }
@@ -92,7 +74,7 @@ std::vector<Case> grid_cases() {
 // (the element-wide fallback).
 std::vector<Case> layout_cases() {
     std::vector<Case> cases;
-    for (const Precision precision : kPrecisions) {
+    for (const Precision precision : test::kPrecisions) {
         cases.push_back({3, 14, 8, 64, precision, 2 * 8 * 64, 0});
         cases.push_back({3, 33, 8, 64, precision, 3, 0});
         cases.push_back({3, 33, 8, 64, precision, 0, 1});
@@ -156,33 +138,22 @@ void check_merge_heads(const Case& c) {
     EXPECT_TRUE(y_dev.check_guards());
 }
 
-// Calls f(T{}) with the element type of a precision.
-template <typename F>
-void with_element_type(Precision precision, F&& f) {
-    switch (precision) {
-        case Precision::kFp32:
-            return f(float{});
-        case Precision::kFp16:
-            return f(__half{});
-        case Precision::kBf16:
-            return f(__nv_bfloat16{});
-    }
-}
-
 class HeadPermutationGpuTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(HeadPermutationGpuTest, SplitHeadsMatchesReference) {
     VQA_SKIP_WITHOUT_CUDA_DEVICE();
-    with_element_type(GetParam().precision, [&](auto element) { check_split_heads<decltype(element)>(GetParam()); });
+    test::with_element_type(GetParam().precision,
+                            [&](auto element) { check_split_heads<decltype(element)>(GetParam()); });
 }
 
 TEST_P(HeadPermutationGpuTest, MergeHeadsMatchesReference) {
     VQA_SKIP_WITHOUT_CUDA_DEVICE();
-    with_element_type(GetParam().precision, [&](auto element) { check_merge_heads<decltype(element)>(GetParam()); });
+    test::with_element_type(GetParam().precision,
+                            [&](auto element) { check_merge_heads<decltype(element)>(GetParam()); });
 }
 
-INSTANTIATE_TEST_SUITE_P(Grid, HeadPermutationGpuTest, ::testing::ValuesIn(grid_cases()), case_name);
-INSTANTIATE_TEST_SUITE_P(Layouts, HeadPermutationGpuTest, ::testing::ValuesIn(layout_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Grid, HeadPermutationGpuTest, ::testing::ValuesIn(grid_cases()), test::case_name<Case>);
+INSTANTIATE_TEST_SUITE_P(Layouts, HeadPermutationGpuTest, ::testing::ValuesIn(layout_cases()), test::case_name<Case>);
 
 // Arguments are checked on the host before anything reaches the device, so this runs without a GPU.
 TEST(HeadPermutationGpuArgs, RejectsInvalidShapeBeforeLaunch) {
@@ -197,7 +168,8 @@ TEST(HeadPermutationGpuArgs, RejectsInvalidShapeBeforeLaunch) {
                   std::string::npos)
             << error.what();
     }
-    EXPECT_NO_THROW(cuda::merge_heads(static_cast<const __half*>(nullptr), nullptr, HeadsShape{0, 14, 8, 64, 0}, nullptr));
+    EXPECT_NO_THROW(
+        cuda::merge_heads(static_cast<const __half*>(nullptr), nullptr, HeadsShape{0, 14, 8, 64, 0}, nullptr));
 }
 
 }  // namespace

@@ -87,9 +87,6 @@ std::string case_string(const Case& c) {
     }
     return name + (c.pad != 0 ? n("pad", c.pad) : "") + (c.misalign != 0 ? n("off", c.misalign) : "");
 }
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-    return case_string(info.param);
-}
 void PrintTo(const Case& c, std::ostream* out) {
     *out << case_string(c);
 }
@@ -582,10 +579,13 @@ TEST_P(TensorOpsGpuTest, MatchesReference) {
     });
 }
 
-INSTANTIATE_TEST_SUITE_P(Convert, TensorOpsGpuTest, ::testing::ValuesIn(convert_cases()), case_name);
-INSTANTIATE_TEST_SUITE_P(Gather, TensorOpsGpuTest, ::testing::ValuesIn(gather_cases()), case_name);
-INSTANTIATE_TEST_SUITE_P(Elementwise, TensorOpsGpuTest, ::testing::ValuesIn(elementwise_cases()), case_name);
-INSTANTIATE_TEST_SUITE_P(Decode, TensorOpsGpuTest, ::testing::ValuesIn(decode_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Convert, TensorOpsGpuTest, ::testing::ValuesIn(convert_cases()), test::case_name<Case>);
+INSTANTIATE_TEST_SUITE_P(Gather, TensorOpsGpuTest, ::testing::ValuesIn(gather_cases()), test::case_name<Case>);
+INSTANTIATE_TEST_SUITE_P(Elementwise,
+                         TensorOpsGpuTest,
+                         ::testing::ValuesIn(elementwise_cases()),
+                         test::case_name<Case>);
+INSTANTIATE_TEST_SUITE_P(Decode, TensorOpsGpuTest, ::testing::ValuesIn(decode_cases()), test::case_name<Case>);
 
 }  // namespace
 }  // namespace vqa

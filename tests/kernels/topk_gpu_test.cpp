@@ -54,9 +54,6 @@ std::string case_string(const Case& c) {
     return "B" + std::to_string(c.batch) + "_A" + std::to_string(c.num_scores) + "_k" + std::to_string(c.k) + "_" +
            activation_name(c.activation) + "_" + test::precision_name(c.precision) + (c.non_finite ? "_nan" : "");
 }
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-    return case_string(info.param);
-}
 void PrintTo(const Case& c, std::ostream* out) {
     *out << case_string(c);
 }
@@ -236,8 +233,8 @@ TEST_P(AnswerTopkGpuTest, MatchesReference) {
                             [&](auto element) { check_answer_topk<decltype(element)>(GetParam()); });
 }
 
-INSTANTIATE_TEST_SUITE_P(Grid, AnswerTopkGpuTest, ::testing::ValuesIn(grid_cases()), case_name);
-INSTANTIATE_TEST_SUITE_P(Variants, AnswerTopkGpuTest, ::testing::ValuesIn(variant_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Grid, AnswerTopkGpuTest, ::testing::ValuesIn(grid_cases()), test::case_name<Case>);
+INSTANTIATE_TEST_SUITE_P(Variants, AnswerTopkGpuTest, ::testing::ValuesIn(variant_cases()), test::case_name<Case>);
 
 }  // namespace
 }  // namespace vqa
