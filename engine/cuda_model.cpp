@@ -766,8 +766,12 @@ ModelOutput Graph<T>::forward(const ImageBatch& images, const TextBatch& text, c
 }
 
 // The host-side checks of CpuModel::forward, and the ids against the vocabulary (the device gather cannot throw).
-void check_inputs(
-    const ImageBatch& images, const TextBatch& text, int64_t max_length, int64_t vocab_rows, int64_t max_batch) {
+void check_inputs(const ImageBatch& images,
+                  const TextBatch& text,
+                  int64_t max_length,
+                  int64_t vocab_rows,
+                  int64_t max_batch,
+                  const ImageConfig& image) {
     VQA_CHECK(text.count >= 0, kInvalidArgument, "CudaModel::forward: TextBatch::count must be >= 0, got ", text.count);
     if (text.count == 0) {
         return;
@@ -777,6 +781,17 @@ void check_inputs(
     VQA_CHECK(images.count >= 1 && images.count <= max_batch && text.count <= max_batch, kInvalidArgument,
               "CudaModel::forward: expected 1..", max_batch, " images and 0..", max_batch,
               " questions per pass (max_batch), got ", images.count, " and ", text.count);
+    // The inputs are read on the host (packed into pinned memory), so a missing one must be an error, not a crash.
+    if (image.encoder == ImageEncoder::kRegions) {
+        VQA_CHECK(images.regions != nullptr, kInvalidArgument,
+                  "CudaModel::forward: the regions encoder needs ImageBatch::regions [Bi, N, F]");
+        VQA_CHECK(!image.regions.box_features || images.boxes5 != nullptr, kInvalidArgument,
+                  "CudaModel::forward: this model uses box features; ImageBatch::boxes5 [Bi, N, 5] is required");
+    } else {
+        VQA_CHECK(images.pixels != nullptr, kInvalidArgument,
+                  "CudaModel::forward: a grid encoder needs ImageBatch::pixels [Bi, 3, ", image.input.height, ", ",
+                  image.input.width, "]");
+    }
     for (int64_t b = 0; b < text.count; ++b) {
         VQA_CHECK(text.lengths[b] >= 1 && text.lengths[b] <= max_length, kInvalidArgument,
                   "CudaModel::forward: question ", b, " has length ", text.lengths[b], ", expected 1..", max_length);
@@ -881,7 +896,8 @@ CudaModel::CudaModel(CudaModel&&) noexcept = default;
 CudaModel& CudaModel::operator=(CudaModel&&) noexcept = default;
 
 ModelOutput CudaModel::forward(const ImageBatch& images, const TextBatch& text, const ActivationSink* sink) const {
-    gpu::check_inputs(images, text, impl_->config.text.tokenizer.max_length, impl_->vocab_rows, impl_->max_batch);
+    gpu::check_inputs(images, text, impl_->config.text.tokenizer.max_length, impl_->vocab_rows, impl_->max_batch,
+                      impl_->config.image);
     if (text.count == 0) {
         return {};
     }
