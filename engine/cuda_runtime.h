@@ -45,11 +45,15 @@ public:
             data_ = static_cast<T*>(ptr);
         }
     }
-    // A buffer holding a copy of `host` (synchronous: `host` may be freed on return).
+    // A buffer holding a copy of `host` (synchronous: `host` may be freed on return, and work on any stream may
+    // read the buffer).
     static DeviceBuffer upload(const std::vector<T>& host) {
         DeviceBuffer buffer(host.size());
         if (!host.empty()) {
             VQA_CUDA_CHECK(cudaMemcpy(buffer.data_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+            // From pageable memory cudaMemcpy returns once the data is staged; the DMA to the buffer may still be in
+            // flight on the legacy stream, which the engine's non-blocking streams do not wait for.
+            VQA_CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy));
         }
         return buffer;
     }
