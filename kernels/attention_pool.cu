@@ -9,6 +9,8 @@
 //     threads split into `groups` sets of `lanes` threads, each set summing every groups-th position, and the
 //     sets' partial sums meet in shared memory: d = 64 in fp16 is 8 vectors per row, and without the split 248
 //     of 256 threads would idle while 8 walked all L positions.
+// Packed samples: the block reads its first row and count from the offsets first; L above is then that count,
+// and the launch's L (the largest count) only sizes the shared map.
 #include <cmath>
 #include <cstdint>
 
@@ -30,14 +32,15 @@ static_assert(kAttentionPoolMaxMapSize * sizeof(float) + 8 * kThreads * sizeof(f
 
 template <typename T>
 struct PoolArgs {
-    const T* x;           // [B, L, d]
-    float* weights;       // [B, L, G]: in, the logits; out, the softmax weights
-    const uint8_t* mask;  // [B, L], 1 = valid position, or null
-    T* z;                 // [B, G·d]
-    int seq_len;          // L
-    int dim;              // d
-    int glimpses;         // G
-    int lanes;            // threads per position set in step 2: a power of two in [32, kThreads]
+    const T* x;              // [B, L, d]
+    float* weights;          // [B, L, G]: in, the logits; out, the softmax weights
+    const uint8_t* mask;     // [B, L] (packed: [total rows]), 1 = valid position, or null
+    T* z;                    // [B, G·d]
+    const int32_t* offsets;  // [B+1]: packed samples' rows (x, weights and mask are [total rows, ·]), or null
+    int seq_len;             // L: positions per sample, the largest count when packed
+    int dim;                 // d
+    int glimpses;            // G
+    int lanes;               // threads per position set in step 2: a power of two in [32, kThreads]
     cpu::MaskedRow masked_row;
 };
 
@@ -95,18 +98,25 @@ template <typename T, int kVec>
 __global__ void __launch_bounds__(kThreads) attention_pool_kernel(PoolArgs<T> args) {
     extern __shared__ float map[];              // [L, G]: this sample's logits, then its weights
     __shared__ float partial[kVec * kThreads];  // [kVec][kThreads]: step 2's partial sums, conflict-free reads
-    const int seq_len = args.seq_len;
     const int dim = args.dim;
     const int glimpses = args.glimpses;
-    const int map_size = seq_len * glimpses;
     const int64_t b = blockIdx.x;
-    float* weights = args.weights + b * map_size;
+    // This sample's first row and its number of positions. Packed counts are clamped to 0..L: the shared map holds
+    // L·G floats, and a negative count (decreasing offsets) means no rows.
+    int64_t first = b * args.seq_len;
+    int seq_len = args.seq_len;
+    if (args.offsets != nullptr) {
+        first = args.offsets[b];
+        seq_len = static_cast<int>(min(max(int64_t{args.offsets[b + 1]} - first, int64_t{0}), int64_t{args.seq_len}));
+    }
+    const int map_size = seq_len * glimpses;
+    float* weights = args.weights + first * glimpses;
 
     for (int i = threadIdx.x; i < map_size; i += kThreads) {
         map[i] = weights[i];
     }
     __syncthreads();
-    const uint8_t* mask = args.mask != nullptr ? args.mask + b * seq_len : nullptr;
+    const uint8_t* mask = args.mask != nullptr ? args.mask + first : nullptr;
     const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
     for (int g = warp; g < glimpses; g += kWarps) {
         softmax_column(map + g, mask, seq_len, glimpses, args.masked_row, static_cast<int>(threadIdx.x) % kWarpSize);
@@ -116,7 +126,7 @@ __global__ void __launch_bounds__(kThreads) attention_pool_kernel(PoolArgs<T> ar
         weights[i] = map[i];
     }
 
-    const T* x = args.x + b * seq_len * dim;
+    const T* x = args.x + first * dim;
     T* z = args.z + b * glimpses * dim;
     const int lanes = args.lanes;
     const int groups = kThreads / lanes;
@@ -201,6 +211,7 @@ void attention_pool(
                            weights,
                            mask,
                            z,
+                           params.offsets,
                            static_cast<int>(params.seq_len),
                            static_cast<int>(params.dim),
                            static_cast<int>(params.glimpses),

@@ -11,6 +11,11 @@
 // Mask convention and the fully masked row rule are those of kernels/cpu/masked_softmax.h: uint8 [B, L],
 // 1 = valid position, null = all valid; a masked position gets weight exactly 0; a sample with no valid
 // position gets weights 0 and z = 0 (kZero), or weights 1/L and z = the mean of x over l (kUniform), never NaN.
+// Packed samples (params.offsets set, a device pointer [B+1]): sample b's positions are the rows offsets[b] ..
+// offsets[b+1]-1 of x, weights ([total rows, G]) and mask ([total rows]), and L in the rules above is its own
+// count. The offsets live on the device, so the host cannot check them; the kernel clamps each count to 0..L
+// (L = params.seq_len, the largest count), and a sample with no rows gets z = 0 and writes no weights. Row
+// offsets are trusted to lie inside the buffers; offsets[0] need not be 0 here (the rows just start there).
 #pragma once
 
 #include <cstdint>
@@ -36,6 +41,7 @@ struct AttentionPoolParams {
     int64_t dim = 0;                                    // d: features per position
     int64_t glimpses = 1;                               // G: softmax maps per sample; z has G·d columns
     cpu::MaskedRow masked_row = cpu::MaskedRow::kZero;  // what a sample with no valid position gets
+    const int32_t* offsets = nullptr;                   // [B+1] device pointer: packed samples' rows, or null (dense)
 };
 
 // Checks attention pooling's arguments; `op` names the caller in the message. Throws
@@ -62,6 +68,7 @@ inline void check_attention_pool_args(
 namespace cuda {
 
 // The weights are float whatever T is (see above); z must not overlap x or weights. One block per sample.
+// Packed (params.offsets set): x [total rows, d], weights [total rows, G] and mask [total rows] instead.
 // Asynchronous on `stream`; no allocation. Instantiated for T = float, __half and __nv_bfloat16.
 template <typename T>
 void attention_pool(const AttentionPoolParams& params,

@@ -9,6 +9,13 @@
 //  - P·V: each probability is broadcast with a shuffle and multiplies a V row read lane-contiguously.
 // At Dh = 128 the shared tiles take (16·128 + 32·129 + 32·128) floats = 41 KB; only the runtime-size fallback
 // (Dh up to 256) needs more than 48 KB and raises the limit.
+//
+// Packed sequences: each CTA reads its sequence's first query row, query count, first key row and key count from
+// the offset arrays before anything else, so the grid (sized by the largest count) has CTAs past a short
+// sequence's end; they return at once, before the first barrier, every thread of the CTA alike. The counts cannot
+// be checked on the host (they live on the device), so the kernel clamps them: a query count above Lq or a key
+// count above Lk is cut to Lq or Lk, a negative query count is 0, and a sequence with no keys (kv_count < 1, or a
+// negative kv_start) gets zero output rows under either rule and no P entries, never a read outside its run.
 #include <cstdint>
 
 #include "kernels/cuda_check.h"
@@ -34,9 +41,9 @@ struct AttentionArgs {
     const T* q;           // p.q view of [B, H, Lq, Dh]
     const T* k;           // p.k view of [B, H, Lk, Dh]
     const T* v;           // p.v view of [B, H, Lk, Dh]
-    const uint8_t* mask;  // [B, Lk], 1 = valid key, or null
+    const uint8_t* mask;  // [B, Lk] (packed: [total key rows]), 1 = valid key, or null
     T* o;                 // p.o view of [B, H, Lq, Dh]
-    float* probs;         // [B, H, Lq, Lk] or null
+    float* probs;         // [B, H, Lq, Lk] or null (packed too: sequence b fills its top-left block)
     bool vector_loads;    // every head row and base pointer 16-byte aligned, Dh a multiple of 16 / sizeof(T)
 };
 
@@ -116,8 +123,8 @@ __global__ void __launch_bounds__(kThreads) fused_attention_kernel(AttentionArgs
 
     const cpu::AttentionParams& p = args.p;
     const int head_dim = kExactHeadDim ? kMaxHeadDim : static_cast<int>(p.head_dim);
-    const int q_len = static_cast<int>(p.q_len);
-    const int kv_len = static_cast<int>(p.kv_len);
+    const int q_len = static_cast<int>(p.q_len);    // Lq: rows of a P block
+    const int kv_len = static_cast<int>(p.kv_len);  // Lk: the row stride of P
     const int b = blockIdx.z;
     const int h = blockIdx.y;
     const int q0 = blockIdx.x * kBlockQ;
@@ -125,41 +132,67 @@ __global__ void __launch_bounds__(kThreads) fused_attention_kernel(AttentionArgs
     const int warp = static_cast<int>(threadIdx.x / kWarpSize);
     const int row0 = warp * kRowsPerWarp;  // first Q tile row of this warp
 
+    // Where sequence b's rows start and how many it has. Dense: batch strides and the full lengths.
+    int64_t q_first = int64_t{b} * p.q.batch;
+    int64_t o_first = int64_t{b} * p.o.batch;
+    int64_t k_first = int64_t{b} * p.k.batch;
+    int64_t v_first = int64_t{b} * p.v.batch;
+    int64_t mask_first = int64_t{b} * kv_len;
+    int q_count = q_len;
+    int kv_count = kv_len;
+    if (p.q_offsets != nullptr) {  // p.packed(), a host-only function
+        // Every thread reads the same four values, so the exit below is uniform across the CTA.
+        const int64_t q_row = p.q_offsets[b];
+        const int64_t kv_row = p.kv_start[b];
+        q_count = static_cast<int>(min(max(int64_t{p.q_offsets[b + 1]} - q_row, int64_t{0}), int64_t{q_len}));
+        kv_count = kv_row < 0 ? 0 : min(max(p.kv_count[b], 0), kv_len);
+        q_first = q_row * p.q.row;
+        o_first = q_row * p.o.row;
+        k_first = kv_count > 0 ? kv_row * p.k.row : 0;
+        v_first = kv_count > 0 ? kv_row * p.v.row : 0;
+        mask_first = kv_count > 0 ? kv_row : 0;
+    }
+    if (q0 >= q_count) {
+        return;  // a query tile past this sequence's end: nothing to write, and no barrier passed yet
+    }
+
     float* q_tile = shared;                             // [kBlockQ][Dh]
     float* k_tile = q_tile + kBlockQ * head_dim;        // [kBlockK][Dh + 1]
     float* v_tile = k_tile + kBlockK * (head_dim + 1);  // [kBlockK][Dh]
-    const T* q_bh = args.q + b * p.q.batch + h * p.q.head + q0 * p.q.row;
-    const T* k_bh = args.k + b * p.k.batch + h * p.k.head;
-    const T* v_bh = args.v + b * p.v.batch + h * p.v.head;
-    T* o_bh = args.o + b * p.o.batch + h * p.o.head;
+    const T* q_bh = args.q + q_first + h * p.q.head + q0 * p.q.row;
+    const T* k_bh = args.k + k_first + h * p.k.head;
+    const T* v_bh = args.v + v_first + h * p.v.head;
+    T* o_bh = args.o + o_first + h * p.o.head;
     float* p_bh = args.probs != nullptr ? args.probs + (int64_t{b} * p.heads + h) * q_len * int64_t{kv_len} : nullptr;
-    const uint8_t* mask_b = args.mask != nullptr ? args.mask + int64_t{b} * kv_len : nullptr;
+    const uint8_t* mask_b = args.mask != nullptr ? args.mask + mask_first : nullptr;
 
-    // The mask row is shared by every query and head of batch b, so "all keys masked" is one answer per CTA.
-    bool any_valid = true;
+    // The mask row is shared by every query and head of sequence b, so "all keys masked" is one answer per CTA.
+    bool any_valid = kv_count > 0;
     if (mask_b != nullptr) {
         int local = 0;
-        for (int j = threadIdx.x; j < kv_len; j += kThreads) {
+        for (int j = threadIdx.x; j < kv_count; j += kThreads) {
             local |= mask_b[j] != 0;
         }
         any_valid = __syncthreads_or(local) != 0;
     }
-    if (!any_valid && p.masked_row == cpu::MaskedRow::kZero) {
-        const int rows = min(kBlockQ, q_len - q0);
+    // A sequence without keys has nothing to average even under kUniform: zeros, like kZero.
+    if (!any_valid && (p.masked_row == cpu::MaskedRow::kZero || kv_count == 0)) {
+        const int rows = min(kBlockQ, q_count - q0);
         for (int i = threadIdx.x; i < rows * head_dim; i += kThreads) {
             o_bh[(q0 + i / head_dim) * p.o.row + i % head_dim] = from_float<T>(0.0f);
         }
         if (p_bh != nullptr) {
-            for (int i = threadIdx.x; i < rows * kv_len; i += kThreads) {
-                p_bh[int64_t{q0} * kv_len + i] = 0.0f;
+            for (int i = threadIdx.x; i < rows * kv_count; i += kThreads) {
+                p_bh[int64_t{q0 + i / kv_count} * kv_len + i % kv_count] = 0.0f;
             }
         }
         return;
     }
-    // kUniform with every key masked: every key weighs 1 / Lk, i.e. equal scores over all keys, mask ignored.
+    // kUniform with every key masked: each of the sequence's kv_count keys weighs 1 / kv_count, i.e. equal scores
+    // over all its keys, mask ignored.
     const bool uniform = !any_valid;
 
-    load_head_rows(q_tile, head_dim, q_bh, p.q.row, kBlockQ, q_len - q0, head_dim, args.vector_loads);
+    load_head_rows(q_tile, head_dim, q_bh, p.q.row, kBlockQ, q_count - q0, head_dim, args.vector_loads);
 
     float m[kRowsPerWarp];
     float l[kRowsPerWarp];
@@ -173,11 +206,11 @@ __global__ void __launch_bounds__(kThreads) fused_attention_kernel(AttentionArgs
             acc[r][t] = 0.0f;
         }
     }
-    const bool warp_active = q0 + row0 < q_len;  // warp-uniform: a warp of padding rows only joins the barriers
+    const bool warp_active = q0 + row0 < q_count;  // warp-uniform: a warp of padding rows only joins the barriers
     const float* q_rows = q_tile + row0 * head_dim;
 
-    for (int k0 = 0; k0 < kv_len; k0 += kBlockK) {
-        const int tile_keys = min(kBlockK, kv_len - k0);
+    for (int k0 = 0; k0 < kv_count; k0 += kBlockK) {
+        const int tile_keys = min(kBlockK, kv_count - k0);
         __syncthreads();  // every warp is done with the previous tiles
         load_head_rows(k_tile, head_dim + 1, k_bh + k0 * p.k.row, p.k.row, kBlockK, tile_keys, head_dim,
                        args.vector_loads);
@@ -187,7 +220,7 @@ __global__ void __launch_bounds__(kThreads) fused_attention_kernel(AttentionArgs
             continue;
         }
         const int j = k0 + lane;
-        const bool key_valid = j < kv_len && (uniform || mask_b == nullptr || mask_b[j] != 0);
+        const bool key_valid = j < kv_count && (uniform || mask_b == nullptr || mask_b[j] != 0);
         float s[kRowsPerWarp];
         tile_scores<kMaxHeadDim, kExactHeadDim>(s, q_rows, k_tile, head_dim, lane);
         float prob[kRowsPerWarp];
@@ -226,7 +259,7 @@ __global__ void __launch_bounds__(kThreads) fused_attention_kernel(AttentionArgs
     for (int r = 0; r < kRowsPerWarp; ++r) {
         inv_l[r] = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
         const int i = q0 + row0 + r;
-        if (i < q_len) {
+        if (i < q_count) {
 #pragma unroll
             for (int t = 0; t < kDimsPerLane; ++t) {
                 const int d = lane + t * kWarpSize;
@@ -241,22 +274,22 @@ __global__ void __launch_bounds__(kThreads) fused_attention_kernel(AttentionArgs
     }
 
     // Attention maps: the scores again, tile by tile, normalised with the final max and sum.
-    for (int k0 = 0; k0 < kv_len; k0 += kBlockK) {
+    for (int k0 = 0; k0 < kv_count; k0 += kBlockK) {
         __syncthreads();
-        load_head_rows(k_tile, head_dim + 1, k_bh + k0 * p.k.row, p.k.row, kBlockK, min(kBlockK, kv_len - k0), head_dim,
-                       args.vector_loads);
+        load_head_rows(k_tile, head_dim + 1, k_bh + k0 * p.k.row, p.k.row, kBlockK, min(kBlockK, kv_count - k0),
+                       head_dim, args.vector_loads);
         __syncthreads();
         if (!warp_active) {
             continue;
         }
         const int j = k0 + lane;
-        const bool key_valid = j < kv_len && (uniform || mask_b == nullptr || mask_b[j] != 0);
+        const bool key_valid = j < kv_count && (uniform || mask_b == nullptr || mask_b[j] != 0);
         float s[kRowsPerWarp];
         tile_scores<kMaxHeadDim, kExactHeadDim>(s, q_rows, k_tile, head_dim, lane);
 #pragma unroll
         for (int r = 0; r < kRowsPerWarp; ++r) {
             const int i = q0 + row0 + r;
-            if (i < q_len && j < kv_len) {
+            if (i < q_count && j < kv_count) {
                 const float logit = uniform ? 0.0f : p.scale * s[r];
                 p_bh[int64_t{i} * kv_len + j] = key_valid ? expf(logit - m[r]) * inv_l[r] : 0.0f;
             }
@@ -298,10 +331,12 @@ void fused_attention_cuda(const cpu::AttentionParams& params,
     }
     constexpr int kVec = 16 / static_cast<int>(sizeof(T));
     AttentionArgs<T> args{params, q, k, v, mask, o, probs, false};
+    // Packed sequences start at a multiple of the row stride, and their batch strides are unused.
+    const bool packed = params.packed();
     args.vector_loads = params.head_dim % kVec == 0 &&
-                        is_aligned(q, params.q.batch, params.q.head, params.q.row, kVec) &&
-                        is_aligned(k, params.k.batch, params.k.head, params.k.row, kVec) &&
-                        is_aligned(v, params.v.batch, params.v.head, params.v.row, kVec);
+                        is_aligned(q, packed ? 0 : params.q.batch, params.q.head, params.q.row, kVec) &&
+                        is_aligned(k, packed ? 0 : params.k.batch, params.k.head, params.k.row, kVec) &&
+                        is_aligned(v, packed ? 0 : params.v.batch, params.v.head, params.v.row, kVec);
     switch (params.head_dim) {
         case 32:
             launch_fused_attention<T, 32, true>(args, stream);

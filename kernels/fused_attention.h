@@ -7,6 +7,13 @@
 // column slices of a fused projection buffer or dense [B, H, L, Dh] tensors, and O can be written heads-merged.
 // The key padding mask is uint8 [B, Lk], 1 = valid key, null = all valid; a query whose keys are all masked
 // follows params.masked_row (kZero: O row and P row zero; kUniform: P = 1/Lk, O = mean of V over all keys).
+// Packed sequences (params.packed(), offsets as in cpu::AttentionParams, all device pointers): the grid still
+// covers the largest counts, and a CTA past its sequence's query count returns at once. Lk and the mask rules
+// apply per sequence (kUniform: P = 1/kv_count[b]); the mask is indexed by key row. The offsets live on the
+// device, so only their presence is checked on the host; the kernel clamps bad counts instead of reading out of
+// bounds: query counts to 0..Lq, key counts to at most Lk, and a sequence with no keys (kv_count < 1 or
+// kv_start < 0) gets zero O rows under either rule and no P entries. Row offsets are trusted to lie inside the
+// buffers, and q_offsets[0] is not required to be 0 here (the rows just start there).
 // The score matrix is never written: softmax runs online over key tiles in float. P is written only when the
 // caller asks for attention maps (probs non-null); it is float whatever the element type, like the reference's.
 #pragma once
@@ -47,15 +54,17 @@ inline void check_fused_attention_args(
     }
     VQA_CHECK(q != nullptr && k != nullptr && v != nullptr && o != nullptr, kInvalidArgument, op,
               ": q, k, v and o must not be null for a non-empty shape");
+    VQA_CHECK(!p.packed() || (p.kv_start != nullptr && p.kv_count != nullptr), kInvalidArgument, op,
+              ": packed sequences (q_offsets set) need kv_start and kv_count as well");
 }
 
 #if VQA_WITH_CUDA
 namespace cuda {
 
-// q, k, v, o: see params.q/k/v/o; mask: [B, Lk] or null; probs: [B, H, Lq, Lk] dense, or null when no attention
-// maps are wanted. o must not overlap q, k, v or probs. Asynchronous on `stream`; no allocation. T is float, __half
-// or __nv_bfloat16 (instantiated in fused_attention.cu), deduced from q alone: std::add_pointer_t<T> keeps k, v and
-// o out of deduction, so they may be plain nullptrs.
+// q, k, v, o: see params.q/k/v/o; mask: [B, Lk] (packed: [total key rows]) or null; probs: [B, H, Lq, Lk] dense,
+// or null when no attention maps are wanted. o must not overlap q, k, v or probs. Asynchronous on `stream`; no
+// allocation. T is float, __half or __nv_bfloat16 (instantiated in fused_attention.cu), deduced from q alone:
+// std::add_pointer_t<T> keeps k, v and o out of deduction, so they may be plain nullptrs.
 template <typename T>
 void fused_attention(const cpu::AttentionParams& params,
                      const T* q,

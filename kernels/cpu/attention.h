@@ -1,6 +1,9 @@
 // Multi-head scaled dot-product attention with a key padding mask (docs/model-format.md §6.1):
 //   P[b, h] = masked_softmax(scale · Q[b, h] · K[b, h]ᵀ),  O[b, h] = P[b, h] · V[b, h].
 //
+// Sequences are padded to one length (dense: [B, L, ·] with a key mask), or packed (variable-length: sequence b
+// owns a run of token rows given by offsets, so padding costs neither rows nor work; docs/padding-removal.md).
+//
 // Layout: every tensor is described by strides over a [B, H, L, Dh] view with the Dh elements of a head row
 // contiguous, so the same call reads Q/K/V as column slices of a fused projection ([B, L, 3·H·Dh], no split
 // copy) or as head-major [B, H, L, Dh] buffers, and writes O heads-merged [B, L, H·Dh], ready for the output
@@ -42,16 +45,28 @@ struct AttentionParams {
     HeadStrides o;         // o: [B, H, Lq, Dh] view (token_major_strides(Lq, Dh, H·Dh) for merged heads)
     float scale = 1.0f;    // 1/sqrt(Dh); 1 when Q was pre-scaled by its projection
     MaskedRow masked_row = MaskedRow::kZero;
+
+    // Packed sequences, when q_offsets is set: sequence b's queries are the rows q_offsets[b] .. q_offsets[b+1]-1
+    // of q and o, and its keys and values the rows kv_start[b] .. kv_start[b]+kv_count[b]-1 of k and v (runs of
+    // key rows may overlap or repeat: questions about one image share its rows). The batch strides are unused;
+    // Lq and Lk are the largest query and key counts; the mask, when given, is indexed by key row (uint8
+    // [total key rows]); P keeps the dense layout [B, H, Lq, Lk], sequence b filling its top-left
+    // count_q × count_k block. Host pointers for cpu::attention, device pointers for cuda::fused_attention.
+    const int32_t* q_offsets = nullptr;  // [B+1]: q_offsets[0] = 0, non-decreasing, each count <= Lq
+    const int32_t* kv_start = nullptr;   // [B]: >= 0
+    const int32_t* kv_count = nullptr;   // [B]: each in 1..Lk
+    bool packed() const { return q_offsets != nullptr; }
 };
 
 // Writes O and P. probs is required: it is the score workspace ([B, H, Lq, Lk], B·H·Lq·Lk floats, dense) and
 // holds the attention probabilities on return (rows sum to 1, or to 0 for a fully masked row under kZero).
+// Packed sequences (params.packed()) must come with kv_start and kv_count; their counts are checked.
 // o must not overlap q, k, v or probs. Runs (b, h) pairs in parallel.
 void attention(const AttentionParams& params,
                const float* q,       // see params.q
                const float* k,       // see params.k
                const float* v,       // see params.v
-               const uint8_t* mask,  // [B, Lk], 1 = valid key, or null
+               const uint8_t* mask,  // [B, Lk] (packed: [total key rows]), 1 = valid key, or null
                float* o,             // see params.o
                float* probs);        // [B, H, Lq, Lk]
 

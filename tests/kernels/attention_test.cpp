@@ -3,6 +3,7 @@
 // and fully masked rows under both rules.
 #include "kernels/cpu/attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -238,6 +239,201 @@ TEST(AttentionReference, RejectsShortRowStrideAndMissingWorkspace) {
                  Error);
     params.q = params.k = params.v = params.o = token_major_strides(2, 4, 4);
     EXPECT_THROW(attention(params, buf.data(), buf.data(), buf.data(), nullptr, buf.data() + 16, nullptr), Error);
+}
+
+// Packed sequences against the dense layout: the same sequences padded to Lq / Lk, with a key padding mask that
+// hides the padding, must give the same O rows and the same P blocks. Both run the same float operations on the
+// same values; only the BLAS kernel picked for a GEMM of another shape may sum in another order, a few ulps, hence
+// rtol 1e-6 (and atol 1e-6 for the probabilities near 0). NaN never passes (all_close).
+constexpr test::Tolerance kPackedTolerance{1e-12, 1e-6, 1e-6};
+
+struct PackedCase {
+    const char* name;
+    int64_t H, Dh;
+    std::vector<int64_t> q_counts;     // queries of each sequence (0 allowed)
+    std::vector<int64_t> run_lengths;  // runs of key rows, one after another in k and v
+    std::vector<int64_t> run_of;       // the run each sequence attends to (two sequences may share one)
+    // A run whose keys are all masked, or -1. Its length is Lk: dense padding keys count under kUniform (1/Lk),
+    // packed ones do not exist (1/kv_count), so only a run kept whole compares under both rules.
+    int64_t masked_run;
+};
+
+using PackedParam = std::tuple<PackedCase, bool, MaskedRow>;  // case, with a mask, rule
+
+std::string packed_case_name(const testing::TestParamInfo<PackedParam>& info) {
+    const auto& [c, with_mask, rule] = info.param;
+    return std::string(c.name) + (with_mask ? "_mask" : "_nomask") + (rule == MaskedRow::kZero ? "_zero" : "_uniform");
+}
+
+class PackedAttentionTest : public testing::TestWithParam<PackedParam> {};
+
+TEST_P(PackedAttentionTest, MatchesDenseWithPaddingMask) {
+    const auto& [c, with_mask, rule] = GetParam();
+    const int64_t B = static_cast<int64_t>(c.q_counts.size());
+    const int64_t d = c.H * c.Dh;
+    const int64_t Lq = *std::max_element(c.q_counts.begin(), c.q_counts.end());
+    const int64_t Lk = *std::max_element(c.run_lengths.begin(), c.run_lengths.end());
+
+    // Packed rows: queries of sequence b at q_offsets[b]; key runs one after another.
+    std::vector<int32_t> q_offsets{0};
+    for (const int64_t count : c.q_counts) {
+        q_offsets.push_back(static_cast<int32_t>(q_offsets.back() + count));
+    }
+    std::vector<int32_t> run_start{0};
+    for (const int64_t length : c.run_lengths) {
+        run_start.push_back(static_cast<int32_t>(run_start.back() + length));
+    }
+    std::vector<int32_t> kv_start;
+    std::vector<int32_t> kv_count;
+    for (const int64_t run : c.run_of) {
+        kv_start.push_back(run_start[run]);
+        kv_count.push_back(static_cast<int32_t>(c.run_lengths[run]));
+    }
+    const int64_t q_rows = q_offsets.back();
+    const int64_t kv_rows = run_start.back();
+    const std::vector<float> k_packed = random_vector(kv_rows * d, 22);
+    const std::vector<float> v_packed = random_vector(kv_rows * d, 23);
+    std::vector<uint8_t> mask_packed(kv_rows);
+    const std::vector<float> u = random_vector(mask_packed.size(), 24, 0.0f, 1.0f);
+    for (size_t run = 0; run < c.run_lengths.size(); ++run) {
+        for (int64_t j = 0; j < c.run_lengths[run]; ++j) {
+            const int64_t row = run_start[run] + j;
+            mask_packed[row] = static_cast<int64_t>(run) == c.masked_run ? 0 : (j == 0 || u[row] >= 0.3f);
+        }
+    }
+
+    // Dense: [B, L, d] with finite garbage in the padding rows, which the padding mask must hide.
+    const std::vector<float> q_dense = random_vector(B * Lq * d, 21);
+    std::vector<float> k_dense = random_vector(B * Lk * d, 25);
+    std::vector<float> v_dense = random_vector(B * Lk * d, 26);
+    std::vector<uint8_t> mask_dense(B * Lk, 0);
+    std::vector<float> q_packed(q_rows * d);
+    for (int64_t b = 0; b < B; ++b) {
+        std::copy_n(q_dense.begin() + b * Lq * d, c.q_counts[b] * d, q_packed.begin() + q_offsets[b] * d);
+        for (int64_t j = 0; j < kv_count[b]; ++j) {
+            const int64_t row = kv_start[b] + j;
+            std::copy_n(k_packed.begin() + row * d, d, k_dense.begin() + (b * Lk + j) * d);
+            std::copy_n(v_packed.begin() + row * d, d, v_dense.begin() + (b * Lk + j) * d);
+            mask_dense[b * Lk + j] = with_mask ? mask_packed[row] : 1;
+        }
+    }
+
+    AttentionParams dense;
+    dense.batch = B;
+    dense.heads = c.H;
+    dense.q_len = Lq;
+    dense.kv_len = Lk;
+    dense.head_dim = c.Dh;
+    dense.q = dense.o = token_major_strides(Lq, c.Dh, d);
+    dense.k = dense.v = token_major_strides(Lk, c.Dh, d);
+    dense.scale = 1.0f / std::sqrt(static_cast<float>(c.Dh));
+    dense.masked_row = rule;
+    std::vector<float> o_dense(B * Lq * d);
+    std::vector<float> p_dense(B * c.H * Lq * Lk);
+    attention(dense, q_dense.data(), k_dense.data(), v_dense.data(), mask_dense.data(), o_dense.data(), p_dense.data());
+
+    AttentionParams packed = dense;
+    // Batch strides are unused when packed: 0 makes any use of them read sequence 0's rows and fail.
+    packed.q = packed.o = packed.k = packed.v = HeadStrides{0, c.Dh, d};
+    packed.q_offsets = q_offsets.data();
+    packed.kv_start = kv_start.data();
+    packed.kv_count = kv_count.data();
+    std::vector<float> o_packed(q_rows * d);
+    std::vector<float> p_packed(p_dense.size());
+    test::poison_nan(o_packed);
+    test::poison_nan(p_packed);
+    attention(packed, q_packed.data(), k_packed.data(), v_packed.data(), with_mask ? mask_packed.data() : nullptr,
+              o_packed.data(), p_packed.data());
+
+    // The valid rows of O and the top-left q_count × kv_count block of each P[b, h].
+    std::vector<float> o_expected;
+    std::vector<float> p_found;
+    std::vector<float> p_expected;
+    for (int64_t b = 0; b < B; ++b) {
+        o_expected.insert(o_expected.end(), o_dense.begin() + b * Lq * d,
+                          o_dense.begin() + (b * Lq + c.q_counts[b]) * d);
+        for (int64_t h = 0; h < c.H; ++h) {
+            for (int64_t i = 0; i < c.q_counts[b]; ++i) {
+                const int64_t row = ((b * c.H + h) * Lq + i) * Lk;
+                p_found.insert(p_found.end(), p_packed.begin() + row, p_packed.begin() + row + kv_count[b]);
+                p_expected.insert(p_expected.end(), p_dense.begin() + row, p_dense.begin() + row + kv_count[b]);
+            }
+        }
+    }
+    EXPECT_TRUE(all_close(o_packed, o_expected, kPackedTolerance, {q_rows, c.H, c.Dh})) << "O rows";
+    EXPECT_TRUE(all_close(p_found, p_expected, kPackedTolerance)) << "P blocks";
+    for (int64_t b = 0; b < B && with_mask && rule == MaskedRow::kZero; ++b) {
+        if (c.run_of[b] == c.masked_run) {
+            EXPECT_TRUE(std::all_of(o_packed.begin() + q_offsets[b] * d, o_packed.begin() + q_offsets[b + 1] * d,
+                                    [](float x) { return x == 0.0f; }))
+                << "sequence " << b << " has every key masked: exact zeros under kZero";
+        }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Packed,
+    PackedAttentionTest,
+    testing::Combine(testing::Values(
+                         // Odd sizes; sequences 0 and 1 share run 0 (at the largest key count), sequence 1 has one
+                         // query, sequence 2 the most; run 2 is fully masked.
+                         PackedCase{"H2_Dh5", 2, 5, {7, 1, 14, 3}, {33, 9, 33}, {0, 0, 1, 2}, 2},
+                         // A sequence without queries, one with a single key, runs used out of order.
+                         PackedCase{"H8_Dh64", 8, 64, {14, 0, 13, 1, 9}, {100, 37, 1, 100}, {1, 0, 0, 2, 3}, 3},
+                         // Above gemm_runs_single_threaded: one (b, h) pair at a time.
+                         PackedCase{"H2_Dh64_large", 2, 64, {100, 37, 5}, {65, 20, 65}, {0, 1, 2}, 2}),
+                     testing::Bool(),
+                     testing::Values(MaskedRow::kZero, MaskedRow::kUniform)),
+    packed_case_name);
+
+TEST(AttentionReference, RejectsBadPackedOffsets) {
+    std::vector<float> buf(256, 1.0f);
+    AttentionParams params;
+    params.batch = 2;
+    params.heads = 1;
+    params.q_len = 3;
+    params.kv_len = 4;
+    params.head_dim = 4;
+    params.q = params.k = params.v = params.o = HeadStrides{0, 4, 4};
+    std::vector<int32_t> q_offsets{0, 3, 5};
+    std::vector<int32_t> kv_start{0, 2};
+    std::vector<int32_t> kv_count{4, 2};
+    params.q_offsets = q_offsets.data();
+    params.kv_start = kv_start.data();
+    params.kv_count = kv_count.data();
+    const auto run = [&] {
+        attention(params, buf.data(), buf.data() + 32, buf.data() + 64, nullptr, buf.data() + 96, buf.data() + 128);
+    };
+    const auto expect_invalid = [&](const char* what) {
+        try {
+            run();
+            ADD_FAILURE() << what << ": expected vqa::Error";
+        } catch (const Error& error) {
+            EXPECT_EQ(error.code(), ErrorCode::kInvalidArgument) << what;
+        }
+    };
+    EXPECT_NO_THROW(run());  // the valid baseline that each change below breaks
+
+    q_offsets = {1, 3, 5};
+    expect_invalid("q_offsets[0] != 0");
+    q_offsets = {0, 4, 5};
+    expect_invalid("a query count above Lq");
+    q_offsets = {0, 3, 2};
+    expect_invalid("decreasing q_offsets");
+    q_offsets = {0, 3, 5};
+    kv_count = {0, 2};
+    expect_invalid("a key count of 0");
+    kv_count = {4, 5};
+    expect_invalid("a key count above Lk");
+    kv_count = {4, 2};
+    kv_start = {0, -1};
+    expect_invalid("a negative kv_start");
+    kv_start = {0, 2};
+    params.kv_count = nullptr;
+    expect_invalid("kv_count missing");
+    params.kv_count = kv_count.data();
+    params.kv_start = nullptr;
+    expect_invalid("kv_start missing");
 }
 
 }  // namespace

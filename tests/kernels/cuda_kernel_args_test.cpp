@@ -94,6 +94,28 @@ TEST(CudaKernelArgs, FusedAttentionRejectsBadShapes) {
                                           nullptr, nullptr));
 }
 
+// Packed sequences: the offsets are device pointers, so the host checks only that all three are there (the
+// kernel clamps the counts it reads). The host never dereferences them, so a host int stands in here.
+TEST(CudaKernelArgs, FusedAttentionPackedNeedsAllOffsets) {
+    float f = 1.0f;
+    const int32_t offsets = 0;
+    cpu::AttentionParams p = attention_params(64);
+    p.q_offsets = &offsets;
+    expect_invalid_argument([&] { cuda::fused_attention(p, &f, &f, &f, nullptr, &f, nullptr, nullptr); },
+                            "fused_attention: packed sequences (q_offsets set) need kv_start and kv_count as well");
+    p.kv_start = &offsets;
+    expect_invalid_argument([&] { cuda::fused_attention(p, &f, &f, &f, nullptr, &f, nullptr, nullptr); },
+                            "need kv_start and kv_count as well");
+    p.kv_start = nullptr;
+    p.kv_count = &offsets;
+    expect_invalid_argument([&] { cuda::fused_attention(p, &f, &f, &f, nullptr, &f, nullptr, nullptr); },
+                            "need kv_start and kv_count as well");
+    p.kv_count = nullptr;
+    p.batch = 0;  // an empty batch returns before looking at any pointer, as in the dense case
+    EXPECT_NO_THROW(cuda::fused_attention(p, static_cast<const float*>(nullptr), nullptr, nullptr, nullptr, nullptr,
+                                          nullptr, nullptr));
+}
+
 TEST(CudaKernelArgs, QkvProjectionRejectsBadShapes) {
     __nv_bfloat16 x = __float2bfloat16(1.0f);
     HeadOutputs<__nv_bfloat16> outputs;
