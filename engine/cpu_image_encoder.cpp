@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "engine/packing.h"
 #include "kernels/check.h"
 #include "kernels/cpu/conv2d.h"
 #include "kernels/trace.h"
@@ -256,12 +257,7 @@ void ImageTrunk::encode_regions(const ImageBatch& images,
               "CpuModel::forward: the regions encoder needs ImageBatch::regions [Bi, N, F]");
     const int64_t rows = images.count * tokens_;
     const int64_t f = region_features_;
-    mask.resize(static_cast<std::size_t>(rows));
-    for (int64_t r = 0; r < rows; ++r) {
-        const float* row = images.regions + r * f;
-        // -0.0 counts as zero and NaN does not, as with PyTorch's `(regions == 0).all(-1)`.
-        mask[static_cast<std::size_t>(r)] = std::any_of(row, row + f, [](float v) { return v != 0.0f; }) ? 1 : 0;
-    }
+    mask = nonzero_rows(images.regions, rows, f);
     features.resize(static_cast<std::size_t>(rows * feature_dim_));
     if (box_.out == 0) {
         std::copy_n(images.regions, rows * f, features.data());

@@ -24,66 +24,65 @@ struct AttentionInputs {
 void attend(const Linear& output_projection,
             const AttentionSpec& spec,
             const AttentionInputs& in,
-            const uint8_t* kv_mask,
-            const LayerShape& shape,
+            const SequenceRows& qs,
+            const SequenceRows& ks,
             float* out,
             LayerScratch& scratch,
             const ActivationSink* sink,
             const std::string& name) {
     const int64_t dh = spec.head_dim();
     cpu::AttentionParams params;
-    params.batch = shape.batch;
+    params.batch = qs.batch;
     params.heads = spec.heads;
-    params.q_len = shape.q_len;
-    params.kv_len = shape.kv_len;
+    params.q_len = qs.len;
+    params.kv_len = ks.len;
     params.head_dim = dh;
-    params.q = cpu::token_major_strides(shape.q_len, dh, in.q_row);
-    params.k = cpu::token_major_strides(shape.kv_len, dh, in.kv_row);
+    params.q = cpu::token_major_strides(qs.len, dh, in.q_row);
+    params.k = cpu::token_major_strides(ks.len, dh, in.kv_row);
     params.v = params.k;
-    params.o = cpu::token_major_strides(shape.q_len, dh, spec.dim);
+    params.o = cpu::token_major_strides(qs.len, dh, spec.dim);
     params.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dh)));
     params.masked_row = spec.masked_row;
-    float* probs = grow(scratch.probs, shape.batch * spec.heads * shape.q_len * shape.kv_len);
-    float* heads = grow(scratch.heads, shape.batch * shape.q_len * spec.dim);
-    cpu::attention(params, in.q, in.k, in.v, kv_mask, heads, probs);
-    emit(sink, name + ".probs", {shape.batch, spec.heads, shape.q_len, shape.kv_len}, probs);
-    output_projection.forward(heads, shape.batch * shape.q_len, out);
+    set_packed_runs(params, qs, ks, name);
+    float* probs = grow(scratch.probs, qs.batch * spec.heads * qs.len * ks.len);
+    float* heads = grow(scratch.heads, qs.rows * spec.dim);
+    cpu::attention(params, in.q, in.k, in.v, ks.mask, heads, probs);
+    emit(sink, name + ".probs", {qs.batch, spec.heads, qs.len, ks.len}, probs);
+    output_projection.forward(heads, qs.rows, out);
 }
 
-// out [B, L, d] = MHA(x, x, mask) through the fused QKV projection.
+// out [rows, d] = MHA(x, x) through the fused QKV projection.
 void self_attention(const SelfAttention& att,
                     const AttentionSpec& spec,
                     const float* x,
-                    const uint8_t* mask,
-                    int64_t batch,
-                    int64_t len,
+                    const SequenceRows& xs,
                     float* out,
                     LayerScratch& scratch,
                     const ActivationSink* sink,
                     const std::string& name) {
     const int64_t d = spec.dim;
-    float* qkv = grow(scratch.projection, batch * len * 3 * d);
-    att.qkv.forward(x, batch * len, qkv);
+    float* qkv = grow(scratch.projection, xs.rows * 3 * d);
+    att.qkv.forward(x, xs.rows, qkv);
     const AttentionInputs in{qkv, qkv + d, qkv + 2 * d, 3 * d, 3 * d};
-    attend(att.o, spec, in, mask, {batch, len, len}, out, scratch, sink, name);
+    attend(att.o, spec, in, xs, xs, out, scratch, sink, name);
 }
 
-// out [B, Lq, d] = MHA(x, y, y_mask) with key_value = y's fused KV projection [B, Lk, 2d].
+// out [rows, d] = MHA(x, y) with key_value = y's fused KV projection [ys.rows, 2d].
 void cross_attention(const CrossAttention& att,
                      const AttentionSpec& spec,
                      const float* x,
+                     const SequenceRows& xs,
                      const float* key_value,
-                     const uint8_t* kv_mask,
-                     const LayerShape& shape,
+                     const SequenceRows& ys,
                      float* out,
                      LayerScratch& scratch,
                      const ActivationSink* sink,
                      const std::string& name) {
     const int64_t d = spec.dim;
-    float* q = grow(scratch.projection, shape.batch * shape.q_len * d);
-    att.q.forward(x, shape.batch * shape.q_len, q);
+    float* q = grow(scratch.projection, xs.rows * d);
+    att.q.forward(x, xs.rows, q);
     const AttentionInputs in{q, key_value, key_value + d, d, 2 * d};
-    attend(att.o, spec, in, kv_mask, shape, out, scratch, sink, name);
+    attend(att.o, spec, in, xs, ys, out, scratch, sink, name);
 }
 
 // out [rows, d] = fc2(ReLU(fc1(x)))
@@ -244,89 +243,83 @@ AttentionPool AttentionPool::load(const WeightReader& reader, const std::string&
 void self_attention_layer(const SelfAttentionLayer& layer,
                           const AttentionSpec& spec,
                           float* x,
-                          const uint8_t* mask,
-                          int64_t batch,
-                          int64_t len,
+                          const SequenceRows& xs,
                           LayerScratch& scratch,
                           const ActivationSink* sink,
                           const std::string& name) {
-    const int64_t rows = batch * len;
-    float* sub = grow(scratch.sublayer, rows * spec.dim);
+    float* sub = grow(scratch.sublayer, xs.rows * spec.dim);
     // One trace range per sub-layer, LayerNorm included; each emplace() ends one range and begins the next.
     std::optional<TraceRange> stage(std::in_place, name + ".att");
-    self_attention(layer.att, spec, x, mask, batch, len, sub, scratch, sink, name + ".att");
-    layer.norm1.forward(sub, x, x, rows);
+    self_attention(layer.att, spec, x, xs, sub, scratch, sink, name + ".att");
+    layer.norm1.forward(sub, x, x, xs.rows);
     stage.emplace(name + ".ffn");
-    feed_forward(layer.ffn, x, rows, sub, scratch);
-    layer.norm2.forward(sub, x, x, rows);
+    feed_forward(layer.ffn, x, xs.rows, sub, scratch);
+    layer.norm2.forward(sub, x, x, xs.rows);
 }
 
 void guided_attention_layer(const GuidedAttentionLayer& layer,
                             const AttentionSpec& spec,
                             float* x,
-                            const uint8_t* x_mask,
+                            const SequenceRows& xs,
                             const float* y,
-                            const uint8_t* y_mask,
-                            const LayerShape& shape,
+                            const SequenceRows& ys,
                             LayerScratch& scratch,
                             const ActivationSink* sink,
                             const std::string& name) {
-    const int64_t rows = shape.batch * shape.q_len;
-    float* sub = grow(scratch.sublayer, rows * spec.dim);
+    float* sub = grow(scratch.sublayer, xs.rows * spec.dim);
     std::optional<TraceRange> stage(std::in_place, name + ".self_att");
-    self_attention(layer.self_att, spec, x, x_mask, shape.batch, shape.q_len, sub, scratch, sink, name + ".self_att");
-    layer.norm1.forward(sub, x, x, rows);
+    self_attention(layer.self_att, spec, x, xs, sub, scratch, sink, name + ".self_att");
+    layer.norm1.forward(sub, x, x, xs.rows);
     stage.emplace(name + ".cross_att");
-    float* key_value = grow(scratch.key_value, shape.batch * shape.kv_len * 2 * spec.dim);
-    layer.cross_att.kv.forward(y, shape.batch * shape.kv_len, key_value);
-    cross_attention(layer.cross_att, spec, x, key_value, y_mask, shape, sub, scratch, sink, name + ".cross_att");
-    layer.norm2.forward(sub, x, x, rows);
+    float* key_value = grow(scratch.key_value, ys.rows * 2 * spec.dim);
+    layer.cross_att.kv.forward(y, ys.rows, key_value);
+    cross_attention(layer.cross_att, spec, x, xs, key_value, ys, sub, scratch, sink, name + ".cross_att");
+    layer.norm2.forward(sub, x, x, xs.rows);
     stage.emplace(name + ".ffn");
-    feed_forward(layer.ffn, x, rows, sub, scratch);
-    layer.norm3.forward(sub, x, x, rows);
+    feed_forward(layer.ffn, x, xs.rows, sub, scratch);
+    layer.norm3.forward(sub, x, x, xs.rows);
 }
 
 void cross_attention_layer(const CrossAttentionLayer& layer,
                            const AttentionSpec& spec,
                            float* x,
+                           const SequenceRows& xs,
                            const float* key_value,
-                           const uint8_t* kv_mask,
-                           const LayerShape& shape,
+                           const SequenceRows& ys,
                            LayerScratch& scratch,
                            const ActivationSink* sink,
                            const std::string& name) {
-    const int64_t rows = shape.batch * shape.q_len;
-    float* sub = grow(scratch.sublayer, rows * spec.dim);
+    float* sub = grow(scratch.sublayer, xs.rows * spec.dim);
     std::optional<TraceRange> stage(std::in_place, name + ".cross_att");
-    cross_attention(layer.cross_att, spec, x, key_value, kv_mask, shape, sub, scratch, sink, name + ".cross_att");
-    layer.norm1.forward(sub, x, x, rows);
+    cross_attention(layer.cross_att, spec, x, xs, key_value, ys, sub, scratch, sink, name + ".cross_att");
+    layer.norm1.forward(sub, x, x, xs.rows);
     stage.emplace(name + ".ffn");
-    feed_forward(layer.ffn, x, rows, sub, scratch);
-    layer.norm2.forward(sub, x, x, rows);
+    feed_forward(layer.ffn, x, xs.rows, sub, scratch);
+    layer.norm2.forward(sub, x, x, xs.rows);
 }
 
 void attention_pool(const AttentionPool& pool,
                     cpu::MaskedRow masked_row,
                     const float* x,
-                    const uint8_t* mask,
-                    int64_t batch,
-                    int64_t len,
+                    const SequenceRows& xs,
                     float* pooled,
                     LayerScratch& scratch,
                     const ActivationSink* sink,
                     const std::string& name) {
     const TraceRange range(name);
-    const int64_t rows = batch * len;
     const int64_t dim = pool.fc1.in;
     const int64_t glimpses = pool.fc2.out;
-    float* hidden = grow(scratch.hidden, rows * pool.fc1.out);
-    float* weights = grow(scratch.probs, rows * glimpses);   // [B, L, G]: logits, then the softmax weights
-    float* z = grow(scratch.heads, batch * glimpses * dim);  // [B, G·d]
-    pool.fc1.forward(x, rows, hidden, cpu::Activation::kRelu);
-    pool.fc2.forward(hidden, rows, weights);
-    cpu::attention_pool(x, weights, mask, z, batch, len, dim, glimpses, masked_row);
-    emit(sink, name + ".weights", {batch, len, glimpses}, weights);
-    pool.merge.forward(z, batch, pooled);
+    VQA_CHECK(!xs.packed() || xs.offsets != nullptr, kInternal, name, ": packed samples need their offsets");
+    float* hidden = grow(scratch.hidden, xs.rows * pool.fc1.out);
+    float* weights = grow(scratch.probs, xs.rows * glimpses);   // [rows, G]: logits, then the softmax weights
+    float* z = grow(scratch.heads, xs.batch * glimpses * dim);  // [B, G·d]
+    pool.fc1.forward(x, xs.rows, hidden, cpu::Activation::kRelu);
+    pool.fc2.forward(hidden, xs.rows, weights);
+    cpu::attention_pool(x, weights, xs.mask, z, xs.batch, xs.len, dim, glimpses, masked_row, xs.offsets);
+    if (!xs.packed()) {
+        emit(sink, name + ".weights", {xs.batch, xs.len, glimpses}, weights);
+    }
+    pool.merge.forward(z, xs.batch, pooled);
 }
 
 }  // namespace vqa::cpu_layers

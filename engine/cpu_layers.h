@@ -1,8 +1,9 @@
 // The layers of the model family on the CPU reference ops (docs/model-format.md §6-§7): their weights, converted
 // once at load, and the forward functions the CPU model composes them with. Internal to engine/cpu_*.cpp.
 //
-// Activations are token-major, [B, L, d] with rows of d floats. Masks are uint8 [B, L], 1 = valid (the
-// kernels' convention; the golden files store the opposite, 1.0 = masked).
+// Activations are token-major, [B, L, d] with rows of d floats, or packed [T, d] (engine/packing.h): a
+// SequenceRows says which. Masks are uint8, 1 = valid (the kernels' convention; the golden files store the
+// opposite, 1.0 = masked).
 #pragma once
 
 #include <cstdint>
@@ -11,6 +12,7 @@
 
 #include "engine/config.h"
 #include "engine/cpu_model.h"
+#include "engine/packing.h"
 #include "engine/safetensors.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/bias_act.h"
@@ -151,55 +153,46 @@ struct AttentionPool {
     static AttentionPool load(const WeightReader& reader, const std::string& prefix, const ModelConfig& config);
 };
 
-// The sizes of one layer call: B sequences of Lq queries (x) attending to Lk keys (y, or x itself).
-struct LayerShape {
-    int64_t batch = 0;   // B
-    int64_t q_len = 0;   // Lq
-    int64_t kv_len = 0;  // Lk (self-attention: Lq)
-};
-
-// Each layer updates x [B, Lq, d] in place. `name` is the layer's tensor prefix ("fusion.text.0"); with a sink,
-// every attention's probabilities are emitted as "<name>.<att>.probs" [B, H, Lq, Lk].
+// Each layer updates x in place: x holds the rows of `xs` (queries), y or key_value those of `ys` (keys and values,
+// or xs itself for self-attention). Packed queries need xs.offsets. `name` is the layer's tensor prefix
+// ("fusion.text.0"); with a sink, every attention's probabilities are emitted as "<name>.<att>.probs"
+// [B, H, Lq, Lk] (dense layout; packed sequences fill each block's top-left corner).
 void self_attention_layer(const SelfAttentionLayer& layer,
                           const AttentionSpec& spec,
-                          float* x,             // [B, L, d], in place
-                          const uint8_t* mask,  // [B, L], 1 = valid
-                          int64_t batch,
-                          int64_t len,
+                          float* x,  // [xs.rows, d], in place
+                          const SequenceRows& xs,
                           LayerScratch& scratch,
                           const ActivationSink* sink,
                           const std::string& name);
 
 void guided_attention_layer(const GuidedAttentionLayer& layer,
                             const AttentionSpec& spec,
-                            float* x,               // [B, Lq, d], in place
-                            const uint8_t* x_mask,  // [B, Lq]
-                            const float* y,         // [B, Lk, d]
-                            const uint8_t* y_mask,  // [B, Lk]
-                            const LayerShape& shape,
+                            float* x,  // [xs.rows, d], in place
+                            const SequenceRows& xs,
+                            const float* y,  // [ys.rows, d]
+                            const SequenceRows& ys,
                             LayerScratch& scratch,
                             const ActivationSink* sink,
                             const std::string& name);
 
 // GA with y's keys and values already projected (layer.cross_att.kv applied to y): the caller can project each
-// distinct image once and gather the result per question.
+// distinct image once and gather the result per question, or point each question's keys at its image's rows.
 void cross_attention_layer(const CrossAttentionLayer& layer,
                            const AttentionSpec& spec,
-                           float* x,                // [B, Lq, d], in place
-                           const float* key_value,  // [B, Lk, 2d]
-                           const uint8_t* kv_mask,  // [B, Lk]
-                           const LayerShape& shape,
+                           float* x,  // [xs.rows, d], in place
+                           const SequenceRows& xs,
+                           const float* key_value,  // [ys.rows, 2d]
+                           const SequenceRows& ys,
                            LayerScratch& scratch,
                            const ActivationSink* sink,
                            const std::string& name);
 
-// pooled [B, out_dim] = merge(concat_g Σ_l a[l, g] x[l]); with a sink, emits "<name>.weights" [B, L, G].
+// pooled [B, out_dim] = merge(concat_g Σ_l a[l, g] x[l]); with a sink, emits "<name>.weights" [B, L, G]
+// (padded sequences only: a packed map has no [B, L] shape). The weights stay in scratch.probs ([rows, G]).
 void attention_pool(const AttentionPool& pool,
                     cpu::MaskedRow masked_row,
-                    const float* x,       // [B, L, d]
-                    const uint8_t* mask,  // [B, L], 1 = valid
-                    int64_t batch,
-                    int64_t len,
+                    const float* x,  // [xs.rows, d]
+                    const SequenceRows& xs,
                     float* pooled,  // [B, out_dim]
                     LayerScratch& scratch,
                     const ActivationSink* sink,

@@ -53,6 +53,15 @@ void gather_blocks(const T* src, int64_t block, const int64_t* index, int64_t co
     }
 }
 
+// dst [rows, width] = the rows `source` of src [·, width].
+std::vector<float> gather_rows(const std::vector<float>& src, int64_t width, const std::vector<int32_t>& source) {
+    std::vector<float> dst(source.size() * static_cast<std::size_t>(width));
+    for (std::size_t r = 0; r < source.size(); ++r) {
+        std::copy_n(src.data() + source[r] * width, width, dst.data() + static_cast<int64_t>(r) * width);
+    }
+    return dst;
+}
+
 // The golden files' mask convention: 1.0 where masked.
 std::vector<float> masked_as_float(const std::vector<uint8_t>& valid) {
     std::vector<float> out(valid.size());
@@ -125,19 +134,23 @@ struct Pass {
     const ModelWeights& w;
     const TextBatch& text;
     const ActivationSink* sink;
-    int64_t batch = 0;   // B
-    int64_t len = 0;     // L
-    int64_t dim = 0;     // d
-    int64_t images = 0;  // Bi
-    int64_t tokens = 0;  // Ni
+    int64_t batch = 0;    // B
+    int64_t len = 0;      // L
+    int64_t dim = 0;      // d
+    int64_t images = 0;   // Bi
+    int64_t tokens = 0;   // Ni
+    bool packed = false;  // padding removed before the fusion stack (never with a sink: its tensors are padded)
     LayerScratch scratch;
     std::vector<float> rnn_scratch;
 };
 
-// §4: every distinct image once: tokens [Bi, Ni, d] and their mask [Bi, Ni] (1 = valid).
+// §4: every distinct image once. Padded: tokens [Bi, Ni, d] and their mask [Bi, Ni] (1 = valid); packed: the
+// valid tokens of each image [Ti, d], in runs (the adapter runs on those rows only).
 struct EncodedImages {
     std::vector<float> tokens;
     std::vector<uint8_t> valid;
+    PackedSequences runs;  // packed only
+    SequenceRows rows;     // the layout of `tokens`
 };
 
 EncodedImages encode_images(Pass& pass, const ImageBatch& batch) {
@@ -146,10 +159,19 @@ EncodedImages encode_images(Pass& pass, const ImageBatch& batch) {
     EncodedImages images;
     std::vector<float> trunk;  // [Bi, Ni, C_img]
     w.trunk.encode(batch, trunk, images.valid);
-    emit(pass.sink, "image_trunk", {pass.images, pass.tokens, w.trunk.feature_dim()}, trunk.data());
+    const int64_t channels = w.trunk.feature_dim();
+    emit(pass.sink, "image_trunk", {pass.images, pass.tokens, channels}, trunk.data());
     const TraceRange adapter_range("image.adapter");
-    images.tokens.resize(static_cast<std::size_t>(pass.images * pass.tokens * pass.dim));
-    w.adapter.forward(trunk.data(), pass.images * pass.tokens, images.tokens.data());
+    if (pass.packed) {
+        images.runs = pack_valid_rows(images.valid.data(), pass.images, pass.tokens,
+                                      w.spec.masked_row == cpu::MaskedRow::kUniform);
+        trunk = gather_rows(trunk, channels, images.runs.source);
+        images.rows = images.runs.view();
+    } else {
+        images.rows = SequenceRows::padded(pass.images, pass.tokens, images.valid.data());
+    }
+    images.tokens.resize(static_cast<std::size_t>(images.rows.rows * pass.dim));
+    w.adapter.forward(trunk.data(), images.rows.rows, images.tokens.data());
     emit(pass.sink, "image_tokens", {pass.images, pass.tokens, pass.dim}, images.tokens.data());
     if (pass.sink != nullptr) {
         emit(pass.sink, "image_mask", {pass.images, pass.tokens}, masked_as_float(images.valid).data());
@@ -157,22 +179,43 @@ EncodedImages encode_images(Pass& pass, const ImageBatch& batch) {
     return images;
 }
 
-// §5: text tokens [B, L, d].
-std::vector<float> encode_text(Pass& pass, const std::vector<uint8_t>& t_valid) {
+// §5: the question tokens, padded [B, L, d] or packed [Tq, d] (the transformer encoder's layers run packed).
+struct EncodedText {
+    std::vector<float> tokens;
+    std::vector<uint8_t> valid;  // [B, L], 1 = valid
+    PackedSequences runs;        // packed only
+    SequenceRows rows;           // the layout of `tokens`
+};
+
+EncodedText encode_text(Pass& pass) {
     const TraceRange range("text_encoder");
     std::optional<TraceRange> stage(std::in_place, "text.embedding");  // until reset()
     const ModelWeights& w = pass.w;
+    EncodedText text;
+    text.valid.assign(static_cast<std::size_t>(pass.batch * pass.len), 0);
+    for (int64_t b = 0; b < pass.batch; ++b) {
+        std::fill_n(text.valid.begin() + b * pass.len, pass.text.lengths[b], uint8_t{1});
+    }
+    text.rows = SequenceRows::padded(pass.batch, pass.len, text.valid.data());
+    if (pass.packed) {
+        text.runs = pack_prefixes(pass.text.lengths, pass.batch, pass.len);
+    }
     const int64_t rows = pass.batch * pass.len;
     const int64_t e = w.config.text.embed_dim;
     std::vector<float> embedded(static_cast<std::size_t>(rows * e));  // [B, L, E]
     cpu::embedding_gather(pass.text.ids, rows, w.embedding.data(), w.vocab_rows, e, embedded.data());
     emit(pass.sink, "text_embedded", {pass.batch, pass.len, e}, embedded.data());
-    std::vector<float> t(static_cast<std::size_t>(rows * pass.dim));
+    std::vector<float>& t = text.tokens;
+    t.resize(static_cast<std::size_t>(rows * pass.dim));
     stage.reset();
     if (w.config.text.encoder == TextEncoder::kLstm) {
         const TraceRange lstm_range("text.lstm");
         float* scratch = grow(pass.rnn_scratch, cpu::lstm_sequence_scratch_floats(pass.batch, pass.len, pass.dim));
         cpu::lstm_sequence(w.text_lstm.view(), embedded.data(), t.data(), pass.batch, pass.len, e, pass.dim, scratch);
+        if (pass.packed) {  // the LSTM is causal: a valid position's output never depends on the padding after it
+            t = gather_rows(t, pass.dim, text.runs.source);
+            text.rows = text.runs.view();
+        }
     } else {
         // x = embedding + position (E = d)
         const int64_t per_question = pass.len * pass.dim;
@@ -180,82 +223,101 @@ std::vector<float> encode_text(Pass& pass, const std::vector<uint8_t>& t_valid) 
             t[static_cast<std::size_t>(i)] =
                 embedded[static_cast<std::size_t>(i)] + w.position[static_cast<std::size_t>(i % per_question)];
         }
+        if (pass.packed) {
+            t = gather_rows(t, pass.dim, text.runs.source);
+            text.rows = text.runs.view();
+        }
         for (std::size_t i = 0; i < w.text_layers.size(); ++i) {
             const TraceRange layer_range("text.layers." + std::to_string(i));
-            self_attention_layer(w.text_layers[i], w.spec, t.data(), t_valid.data(), pass.batch, pass.len, pass.scratch,
-                                 pass.sink, "text.layers." + std::to_string(i));
+            self_attention_layer(w.text_layers[i], w.spec, t.data(), text.rows, pass.scratch, pass.sink,
+                                 "text.layers." + std::to_string(i));
         }
     }
     if (pass.sink != nullptr) {
-        emit(pass.sink, "text_mask", {pass.batch, pass.len}, masked_as_float(t_valid).data());
+        emit(pass.sink, "text_mask", {pass.batch, pass.len}, masked_as_float(text.valid).data());
     }
     emit(pass.sink, "text_tokens", {pass.batch, pass.len, pass.dim}, t.data());
-    return t;
+    return text;
 }
 
 // §6.4 mcan and §7: text SA_i, then the image branch per question (guided attention depends on the question),
 // then both poolings. Writes pooled_text and pooled_image [B, out_dim].
-void fuse_mcan(Pass& pass,
-               const EncodedImages& images,
-               std::vector<float>& t,
-               const std::vector<uint8_t>& t_valid,
-               float* pooled_text,
-               float* pooled_image) {
+void fuse_mcan(Pass& pass, const EncodedImages& images, EncodedText& text, float* pooled_text, float* pooled_image) {
     const ModelWeights& w = pass.w;
+    std::vector<float>& t = text.tokens;
     for (std::size_t i = 0; i < w.fusion_text.size(); ++i) {
         const std::string name = "fusion.text." + std::to_string(i);
         const TraceRange layer_range(name);
-        self_attention_layer(w.fusion_text[i], w.spec, t.data(), t_valid.data(), pass.batch, pass.len, pass.scratch,
-                             pass.sink, name);
+        self_attention_layer(w.fusion_text[i], w.spec, t.data(), text.rows, pass.scratch, pass.sink, name);
         emit(pass.sink, name, {pass.batch, pass.len, pass.dim}, t.data());
     }
-    std::vector<float> v(static_cast<std::size_t>(pass.batch * pass.tokens * pass.dim));  // [B, Ni, d]
-    std::vector<uint8_t> v_valid(static_cast<std::size_t>(pass.batch * pass.tokens));     // [B, Ni]
-    gather_blocks(images.tokens.data(), pass.tokens * pass.dim, pass.text.image_index, pass.batch, v.data());
-    gather_blocks(images.valid.data(), pass.tokens, pass.text.image_index, pass.batch, v_valid.data());
+    // Every question gets its own copy of its image's tokens: [B, Ni, d] padded, or its image's run packed.
+    std::vector<float> v;
+    std::vector<uint8_t> v_valid;
+    PackedSequences v_runs;
+    SequenceRows vs;
+    if (pass.packed) {
+        v_runs = repeat_runs(images.runs, pass.text.image_index, pass.batch);
+        v = gather_rows(images.tokens, pass.dim, v_runs.source);
+        vs = v_runs.view();
+    } else {
+        v.resize(static_cast<std::size_t>(pass.batch * pass.tokens * pass.dim));
+        v_valid.resize(static_cast<std::size_t>(pass.batch * pass.tokens));
+        gather_blocks(images.tokens.data(), pass.tokens * pass.dim, pass.text.image_index, pass.batch, v.data());
+        gather_blocks(images.valid.data(), pass.tokens, pass.text.image_index, pass.batch, v_valid.data());
+        vs = SequenceRows::padded(pass.batch, pass.tokens, v_valid.data());
+    }
     for (std::size_t i = 0; i < w.fusion_image.size(); ++i) {
         const std::string name = "fusion.image." + std::to_string(i);
         const TraceRange layer_range(name);
-        guided_attention_layer(w.fusion_image[i], w.spec, v.data(), v_valid.data(), t.data(), t_valid.data(),
-                               {pass.batch, pass.tokens, pass.len}, pass.scratch, pass.sink, name);
+        guided_attention_layer(w.fusion_image[i], w.spec, v.data(), vs, t.data(), text.rows, pass.scratch, pass.sink,
+                               name);
         emit(pass.sink, name, {pass.batch, pass.tokens, pass.dim}, v.data());
     }
-    attention_pool(w.pool_image, w.spec.masked_row, v.data(), v_valid.data(), pass.batch, pass.tokens, pooled_image,
-                   pass.scratch, pass.sink, "pool.image");
-    attention_pool(w.pool_text, w.spec.masked_row, t.data(), t_valid.data(), pass.batch, pass.len, pooled_text,
-                   pass.scratch, pass.sink, "pool.text");
+    attention_pool(w.pool_image, w.spec.masked_row, v.data(), vs, pooled_image, pass.scratch, pass.sink, "pool.image");
+    attention_pool(w.pool_text, w.spec.masked_row, t.data(), text.rows, pooled_text, pass.scratch, pass.sink,
+                   "pool.text");
 }
 
 // §6.4 simple and §7: text GA_i over the image tokens, which are the same for every question about an image, so
-// each layer's keys/values and the image pooling are computed once per distinct image and gathered per question.
-void fuse_simple(Pass& pass,
-                 const EncodedImages& images,
-                 std::vector<float>& t,
-                 const std::vector<uint8_t>& t_valid,
-                 float* pooled_text,
-                 float* pooled_image) {
+// each layer's keys/values and the image pooling are computed once per distinct image and shared per question
+// (gathered when padded; read in place through each question's key run when packed).
+void fuse_simple(Pass& pass, const EncodedImages& images, EncodedText& text, float* pooled_text, float* pooled_image) {
     const ModelWeights& w = pass.w;
     const int64_t* index = pass.text.image_index;
-    const int64_t kv_block = pass.tokens * 2 * pass.dim;
-    std::vector<float> kv_images(static_cast<std::size_t>(pass.images * kv_block));    // [Bi, Ni, 2d]
-    std::vector<float> kv(static_cast<std::size_t>(pass.batch * kv_block));            // [B, Ni, 2d]
-    std::vector<uint8_t> v_valid(static_cast<std::size_t>(pass.batch * pass.tokens));  // [B, Ni]
-    gather_blocks(images.valid.data(), pass.tokens, index, pass.batch, v_valid.data());
+    std::vector<float>& t = text.tokens;
+    const int64_t kv_width = 2 * pass.dim;
+    std::vector<float> kv_images(static_cast<std::size_t>(images.rows.rows * kv_width));  // [Bi·Ni or Ti, 2d]
+    std::vector<float> kv;                                                                // padded: [B, Ni, 2d]
+    std::vector<uint8_t> v_valid;                                                         // padded: [B, Ni]
+    SharedRuns shared;
+    SequenceRows ks;
+    if (pass.packed) {
+        shared = share_runs(images.runs, index, pass.batch);
+        ks = shared.view(images.runs);
+    } else {
+        kv.resize(static_cast<std::size_t>(pass.batch * pass.tokens * kv_width));
+        v_valid.resize(static_cast<std::size_t>(pass.batch * pass.tokens));
+        gather_blocks(images.valid.data(), pass.tokens, index, pass.batch, v_valid.data());
+        ks = SequenceRows::padded(pass.batch, pass.tokens, v_valid.data());
+    }
     for (std::size_t i = 0; i < w.fusion_cross.size(); ++i) {
         const std::string name = "fusion.text." + std::to_string(i);
         const TraceRange layer_range(name);
-        w.fusion_cross[i].cross_att.kv.forward(images.tokens.data(), pass.images * pass.tokens, kv_images.data());
-        gather_blocks(kv_images.data(), kv_block, index, pass.batch, kv.data());
-        cross_attention_layer(w.fusion_cross[i], w.spec, t.data(), kv.data(), v_valid.data(),
-                              {pass.batch, pass.len, pass.tokens}, pass.scratch, pass.sink, name);
+        w.fusion_cross[i].cross_att.kv.forward(images.tokens.data(), images.rows.rows, kv_images.data());
+        if (!pass.packed) {
+            gather_blocks(kv_images.data(), pass.tokens * kv_width, index, pass.batch, kv.data());
+        }
+        cross_attention_layer(w.fusion_cross[i], w.spec, t.data(), text.rows,
+                              pass.packed ? kv_images.data() : kv.data(), ks, pass.scratch, pass.sink, name);
         emit(pass.sink, name, {pass.batch, pass.len, pass.dim}, t.data());
     }
 
     const int64_t out_dim = w.pool_image.merge.out;
     const int64_t glimpses = w.pool_image.fc2.out;
     std::vector<float> pooled_images(static_cast<std::size_t>(pass.images * out_dim));  // [Bi, out_dim]
-    attention_pool(w.pool_image, w.spec.masked_row, images.tokens.data(), images.valid.data(), pass.images, pass.tokens,
-                   pooled_images.data(), pass.scratch, nullptr, "pool.image");
+    attention_pool(w.pool_image, w.spec.masked_row, images.tokens.data(), images.rows, pooled_images.data(),
+                   pass.scratch, nullptr, "pool.image");
     gather_blocks(pooled_images.data(), out_dim, index, pass.batch, pooled_image);
     if (pass.sink != nullptr) {
         // The pooling weights are left in scratch.probs, [Bi, Ni, G]; reported per question.
@@ -263,8 +325,8 @@ void fuse_simple(Pass& pass,
         gather_blocks(pass.scratch.probs.data(), pass.tokens * glimpses, index, pass.batch, weights.data());
         emit(pass.sink, "pool.image.weights", {pass.batch, pass.tokens, glimpses}, weights.data());
     }
-    attention_pool(w.pool_text, w.spec.masked_row, t.data(), t_valid.data(), pass.batch, pass.len, pooled_text,
-                   pass.scratch, pass.sink, "pool.text");
+    attention_pool(w.pool_text, w.spec.masked_row, t.data(), text.rows, pooled_text, pass.scratch, pass.sink,
+                   "pool.text");
 }
 
 // §8 generate: greedy decoding. Every question steps until its eos (or max_length); finished rows keep stepping
@@ -341,7 +403,7 @@ void check_batches(const ImageBatch& images, const TextBatch& text, int64_t max_
 }  // namespace
 }  // namespace cpu_layers
 
-CpuModel::CpuModel(const ModelDir& dir, int threads) : threads_(threads) {
+CpuModel::CpuModel(const ModelDir& dir, int threads, bool pack_sequences) : threads_(threads), pack_(pack_sequences) {
     VQA_CHECK(threads >= 0, kInvalidArgument, "CpuModel: threads must be >= 0 (0 = library default), got ", threads);
     VQA_CHECK(!dir.answers.empty(), kModelFormat, "answers.json: expected at least one answer");
     const cpu_layers::WeightReader reader(dir.weights);
@@ -377,22 +439,19 @@ ModelOutput CpuModel::forward(const ImageBatch& images, const TextBatch& text, c
     }
     const int64_t len = w.config.text.tokenizer.max_length;
     check_batches(images, text, len);
-    Pass pass{w, text, sink, text.count, len, w.spec.dim, images.count, w.trunk.tokens(), {}, {}};
+    Pass pass{w,  text, sink, text.count, len, w.spec.dim, images.count, w.trunk.tokens(), pack_ && sink == nullptr,
+              {}, {}};
 
     const EncodedImages encoded = encode_images(pass, images);
-    std::vector<uint8_t> t_valid(static_cast<std::size_t>(pass.batch * len));  // [B, L], 1 = valid
-    for (int64_t b = 0; b < pass.batch; ++b) {
-        std::fill_n(t_valid.begin() + b * len, text.lengths[b], uint8_t{1});
-    }
-    std::vector<float> t = encode_text(pass, t_valid);
+    EncodedText encoded_text = encode_text(pass);
 
     const int64_t out_dim = w.config.pool.out_dim;
     std::vector<float> pooled_text(static_cast<std::size_t>(pass.batch * out_dim));
     std::vector<float> pooled_image(static_cast<std::size_t>(pass.batch * out_dim));
     if (w.config.fusion.type == FusionType::kMcan) {
-        fuse_mcan(pass, encoded, t, t_valid, pooled_text.data(), pooled_image.data());
+        fuse_mcan(pass, encoded, encoded_text, pooled_text.data(), pooled_image.data());
     } else {
-        fuse_simple(pass, encoded, t, t_valid, pooled_text.data(), pooled_image.data());
+        fuse_simple(pass, encoded, encoded_text, pooled_text.data(), pooled_image.data());
     }
     emit(sink, "pooled_text", {pass.batch, out_dim}, pooled_text.data());
     emit(sink, "pooled_image", {pass.batch, out_dim}, pooled_image.data());

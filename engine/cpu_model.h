@@ -62,8 +62,10 @@ public:
     // OpenMP regions of forward() (on the calling thread, for the call only) and OpenBLAS's thread count, which
     // is process-wide (the last model constructed with threads > 0 sets it); 0 leaves both libraries' defaults
     // (OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, else all cores). kModelFormat if a tensor is missing or
-    // mis-shaped, kInvalidArgument if threads < 0.
-    CpuModel(const ModelDir& dir, int threads);
+    // mis-shaped, kInvalidArgument if threads < 0. pack_sequences removes the padding of questions and image
+    // regions before the fusion stack (engine/packing.h; same answers, less work); a pass with a sink is always
+    // padded, since its tensors are reported in the padded layout.
+    CpuModel(const ModelDir& dir, int threads, bool pack_sequences = true);
     ~CpuModel();
     CpuModel(CpuModel&&) noexcept;
     CpuModel& operator=(CpuModel&&) noexcept;
@@ -82,6 +84,7 @@ public:
 private:
     std::unique_ptr<const cpu_layers::ModelWeights> weights_;
     int threads_ = 0;
+    bool pack_ = true;
 };
 
 }  // namespace vqa

@@ -8,8 +8,8 @@
 #include "kernels/attention_pool.h"
 #include "kernels/fused_attention.h"
 #include "kernels/layer_norm.h"
-#include "kernels/trace.h"
 #include "kernels/qkv_projection.h"
+#include "kernels/trace.h"
 
 namespace vqa::gpu {
 namespace {
@@ -69,38 +69,48 @@ HeadOutputs<T> take_heads(CudaContext& ctx, int groups, int64_t batch, int64_t l
     return heads;
 }
 
-// O [B, Lq, d] heads-merged = attention(Q, K, V) with the mask over keys; reports the probabilities as
-// "<name>.probs" when a sink is given.
+// Head-major projections cover a sequence per [H, L, Dh] block when padded, and all the rows in one block when
+// packed (the runs then index rows of that block).
+int64_t head_blocks(const SequenceRows& s) {
+    return s.packed() ? 1 : s.batch;
+}
+int64_t rows_per_block(const SequenceRows& s) {
+    return s.packed() ? s.rows : s.len;
+}
+
+// O [rows, d] heads-merged = attention(Q, K, V) with the mask over keys; reports the probabilities as
+// "<name>.probs" when a sink is given (padded sequences only).
 template <typename T>
 void attend(const LayerContext& lc,
-            const T* q,  // [B, H, Lq, Dh], pre-scaled
-            const T* k,  // [B, H, Lk, Dh]
-            const T* v,  // [B, H, Lk, Dh]
-            const uint8_t* kv_mask,
-            const cpu_layers::LayerShape& shape,
-            T* o,  // [B, Lq, d]
+            const T* q,  // head-major rows of qs, pre-scaled
+            const T* k,  // head-major rows of ks
+            const T* v,  // head-major rows of ks
+            const SequenceRows& qs,
+            const SequenceRows& ks,
+            T* o,  // [qs.rows, d]
             const std::string& name) {
     const int64_t heads = lc.spec.heads;
     const int64_t head_dim = lc.spec.head_dim();
     cpu::AttentionParams params;
-    params.batch = shape.batch;
+    params.batch = qs.batch;
     params.heads = heads;
-    params.q_len = shape.q_len;
-    params.kv_len = shape.kv_len;
+    params.q_len = qs.len;
+    params.kv_len = ks.len;
     params.head_dim = head_dim;
-    params.q = cpu::head_major_strides(heads, shape.q_len, head_dim);
-    params.k = cpu::head_major_strides(heads, shape.kv_len, head_dim);
+    params.q = cpu::head_major_strides(heads, rows_per_block(qs), head_dim);
+    params.k = cpu::head_major_strides(heads, rows_per_block(ks), head_dim);
     params.v = params.k;
-    params.o = cpu::token_major_strides(shape.q_len, head_dim, lc.spec.dim);
+    params.o = cpu::token_major_strides(qs.len, head_dim, lc.spec.dim);
     params.scale = 1.0f;  // Q was scaled by 1/sqrt(Dh) in its projection's epilogue
     params.masked_row = lc.spec.masked_row;
+    set_packed_runs(params, qs, ks, name);
     float* probs = nullptr;
-    if (lc.sink != nullptr) {
-        probs = lc.ctx.arena().take<float>(shape.batch * heads * shape.q_len * shape.kv_len);
+    if (lc.sink != nullptr && !qs.packed()) {
+        probs = lc.ctx.arena().take<float>(qs.batch * heads * qs.len * ks.len);
     }
-    cuda::fused_attention(params, q, k, v, kv_mask, o, probs, lc.ctx.stream());
+    cuda::fused_attention(params, q, k, v, ks.mask, o, probs, lc.ctx.stream());
     if (probs != nullptr) {
-        emit_device(lc, name + ".probs", {shape.batch, heads, shape.q_len, shape.kv_len}, probs);
+        emit_device(lc, name + ".probs", {qs.batch, heads, qs.len, ks.len}, probs);
     }
 }
 
@@ -108,49 +118,51 @@ float query_scale(const cpu_layers::AttentionSpec& spec) {
     return 1.0f / std::sqrt(static_cast<float>(spec.head_dim()));
 }
 
-// out [B, L, d] = o(MHA(x, x, mask)).
+// out [rows, d] = o(MHA(x, x)).
 template <typename T>
 void self_attention(const LayerContext& lc,
                     const DeviceSelfAttention<T>& att,
                     const T* x,
-                    const uint8_t* mask,
-                    int64_t batch,
-                    int64_t len,
+                    const SequenceRows& xs,
                     T* out,
                     const std::string& name) {
     CudaContext& ctx = lc.ctx;
     const int64_t d = lc.spec.dim;
-    const HeadOutputs<T> qkv = take_heads<T>(ctx, 3, batch, len, d);
+    const int64_t blocks = head_blocks(xs);
+    const int64_t len = rows_per_block(xs);
+    const HeadOutputs<T> qkv = take_heads<T>(ctx, 3, blocks, len, d);
     const HeadProjectionParams params =
-        qkv_projection_params(static_cast<int>(batch), static_cast<int>(len), static_cast<int>(d),
+        qkv_projection_params(static_cast<int>(blocks), static_cast<int>(len), static_cast<int>(d),
                               static_cast<int>(lc.spec.heads), query_scale(lc.spec));
     cuda::fused_qkv_projection(params, x, att.qkv.weight.data(), att.qkv.bias.data(), qkv, ctx.stream());
-    T* merged = ctx.arena().take<T>(batch * len * d);
-    attend(lc, qkv.group[0], qkv.group[1], qkv.group[2], mask, {batch, len, len}, merged, name);
-    att.o.forward(ctx, merged, batch * len, out);
+    T* merged = ctx.arena().take<T>(xs.rows * d);
+    attend(lc, qkv.group[0], qkv.group[1], qkv.group[2], xs, xs, merged, name);
+    att.o.forward(ctx, merged, xs.rows, out);
 }
 
-// out [B, Lq, d] = o(MHA(x, k/v)) with K and V already projected.
+// out [rows, d] = o(MHA(x, k/v)) with K and V already projected.
 template <typename T>
 void cross_attention(const LayerContext& lc,
                      const DeviceCrossAttention<T>& att,
                      const T* x,
+                     const SequenceRows& xs,
                      const T* k,
                      const T* v,
-                     const uint8_t* kv_mask,
-                     const cpu_layers::LayerShape& shape,
+                     const SequenceRows& ks,
                      T* out,
                      const std::string& name) {
     CudaContext& ctx = lc.ctx;
     const int64_t d = lc.spec.dim;
-    const HeadOutputs<T> q = take_heads<T>(ctx, 1, shape.batch, shape.q_len, d);
+    const int64_t blocks = head_blocks(xs);
+    const int64_t len = rows_per_block(xs);
+    const HeadOutputs<T> q = take_heads<T>(ctx, 1, blocks, len, d);
     const HeadProjectionParams params =
-        cross_projection_params(static_cast<int>(shape.batch), static_cast<int>(shape.q_len), static_cast<int>(d),
+        cross_projection_params(static_cast<int>(blocks), static_cast<int>(len), static_cast<int>(d),
                                 static_cast<int>(lc.spec.heads), 1, query_scale(lc.spec));
     cuda::fused_qkv_projection(params, x, att.q.weight.data(), att.q.bias.data(), q, ctx.stream());
-    T* merged = ctx.arena().take<T>(shape.batch * shape.q_len * d);
-    attend(lc, q.group[0], k, v, kv_mask, shape, merged, name);
-    att.o.forward(ctx, merged, shape.batch * shape.q_len, out);
+    T* merged = ctx.arena().take<T>(xs.rows * d);
+    attend(lc, q.group[0], k, v, xs, ks, merged, name);
+    att.o.forward(ctx, merged, xs.rows, out);
 }
 
 // x = norm(x + FFN(x)), rows = B·L.
@@ -247,12 +259,16 @@ DeviceAttentionPool<T> DeviceAttentionPool<T>::upload(const cpu_layers::Attentio
 }
 
 template <typename T>
-HeadOutputs<T> project_key_value(
-    const LayerContext& lc, const DeviceCrossAttention<T>& att, const T* y, int64_t batch, int64_t len) {
+HeadOutputs<T> project_key_value(const LayerContext& lc,
+                                 const DeviceCrossAttention<T>& att,
+                                 const T* y,
+                                 const SequenceRows& ys) {
     const int64_t d = lc.spec.dim;
-    const HeadOutputs<T> kv = take_heads<T>(lc.ctx, 2, batch, len, d);
+    const int64_t blocks = head_blocks(ys);
+    const int64_t len = rows_per_block(ys);
+    const HeadOutputs<T> kv = take_heads<T>(lc.ctx, 2, blocks, len, d);
     const HeadProjectionParams params = cross_projection_params(
-        static_cast<int>(batch), static_cast<int>(len), static_cast<int>(d), static_cast<int>(lc.spec.heads), 2, 1.0f);
+        static_cast<int>(blocks), static_cast<int>(len), static_cast<int>(d), static_cast<int>(lc.spec.heads), 2, 1.0f);
     cuda::fused_qkv_projection(params, y, att.kv.weight.data(), att.kv.bias.data(), kv, lc.ctx.stream());
     return kv;
 }
@@ -289,67 +305,61 @@ template <typename T>
 void self_attention_layer(const LayerContext& lc,
                           const DeviceSelfAttentionLayer<T>& layer,
                           T* x,
-                          const uint8_t* mask,
-                          const cpu_layers::LayerShape& shape,
+                          const SequenceRows& xs,
                           const std::string& name) {
     const TraceRange range(name, lc.ctx.stream());
-    const int64_t rows = shape.batch * shape.q_len;
-    T* sublayer = lc.ctx.arena().take<T>(rows * lc.spec.dim);
-    self_attention(lc, layer.att, x, mask, shape.batch, shape.q_len, sublayer, name + ".att");
-    layer.norm1.forward(lc.ctx, x, sublayer, x, rows);
-    feed_forward_block(lc, layer.ffn, layer.norm2, x, rows);
+    T* sublayer = lc.ctx.arena().take<T>(xs.rows * lc.spec.dim);
+    self_attention(lc, layer.att, x, xs, sublayer, name + ".att");
+    layer.norm1.forward(lc.ctx, x, sublayer, x, xs.rows);
+    feed_forward_block(lc, layer.ffn, layer.norm2, x, xs.rows);
 }
 
 template <typename T>
 void guided_attention_layer(const LayerContext& lc,
                             const DeviceGuidedAttentionLayer<T>& layer,
                             T* x,
-                            const uint8_t* x_mask,
+                            const SequenceRows& xs,
                             const T* y,
-                            const uint8_t* y_mask,
-                            const cpu_layers::LayerShape& shape,
+                            const SequenceRows& ys,
                             const std::string& name) {
     const TraceRange range(name, lc.ctx.stream());
-    const int64_t rows = shape.batch * shape.q_len;
-    T* sublayer = lc.ctx.arena().take<T>(rows * lc.spec.dim);
-    self_attention(lc, layer.self_att, x, x_mask, shape.batch, shape.q_len, sublayer, name + ".self_att");
-    layer.norm1.forward(lc.ctx, x, sublayer, x, rows);
-    const HeadOutputs<T> kv = project_key_value(lc, layer.cross_att, y, shape.batch, shape.kv_len);
-    cross_attention(lc, layer.cross_att, x, kv.group[0], kv.group[1], y_mask, shape, sublayer, name + ".cross_att");
-    layer.norm2.forward(lc.ctx, x, sublayer, x, rows);
-    feed_forward_block(lc, layer.ffn, layer.norm3, x, rows);
+    T* sublayer = lc.ctx.arena().take<T>(xs.rows * lc.spec.dim);
+    self_attention(lc, layer.self_att, x, xs, sublayer, name + ".self_att");
+    layer.norm1.forward(lc.ctx, x, sublayer, x, xs.rows);
+    const HeadOutputs<T> kv = project_key_value(lc, layer.cross_att, y, ys);
+    cross_attention(lc, layer.cross_att, x, xs, kv.group[0], kv.group[1], ys, sublayer, name + ".cross_att");
+    layer.norm2.forward(lc.ctx, x, sublayer, x, xs.rows);
+    feed_forward_block(lc, layer.ffn, layer.norm3, x, xs.rows);
 }
 
 template <typename T>
 void cross_attention_layer(const LayerContext& lc,
                            const DeviceCrossAttentionLayer<T>& layer,
                            T* x,
+                           const SequenceRows& xs,
                            const T* k,
                            const T* v,
-                           const uint8_t* kv_mask,
-                           const cpu_layers::LayerShape& shape,
+                           const SequenceRows& ks,
                            const std::string& name) {
     const TraceRange range(name, lc.ctx.stream());
-    const int64_t rows = shape.batch * shape.q_len;
-    T* sublayer = lc.ctx.arena().take<T>(rows * lc.spec.dim);
-    cross_attention(lc, layer.cross_att, x, k, v, kv_mask, shape, sublayer, name + ".cross_att");
-    layer.norm1.forward(lc.ctx, x, sublayer, x, rows);
-    feed_forward_block(lc, layer.ffn, layer.norm2, x, rows);
+    T* sublayer = lc.ctx.arena().take<T>(xs.rows * lc.spec.dim);
+    cross_attention(lc, layer.cross_att, x, xs, k, v, ks, sublayer, name + ".cross_att");
+    layer.norm1.forward(lc.ctx, x, sublayer, x, xs.rows);
+    feed_forward_block(lc, layer.ffn, layer.norm2, x, xs.rows);
 }
 
 template <typename T>
 void attention_pool(const LayerContext& lc,
                     const DeviceAttentionPool<T>& pool,
                     const T* x,
-                    const uint8_t* mask,
-                    int64_t batch,
-                    int64_t len,
+                    const SequenceRows& xs,
                     T* pooled,
                     const std::string& name,
                     float* weights_out) {
     const TraceRange range(name, lc.ctx.stream());
     CudaContext& ctx = lc.ctx;
-    const int64_t rows = batch * len;
+    VQA_CHECK(!xs.packed() || xs.offsets != nullptr, kInternal, name, ": packed samples need their offsets");
+    const int64_t rows = xs.rows;
     const int64_t glimpses = pool.fc2.out;
     const int64_t d = pool.fc1.in;
     T* hidden = ctx.arena().take<T>(rows * pool.fc1.out);
@@ -358,16 +368,19 @@ void attention_pool(const LayerContext& lc,
     float* weights = weights_out != nullptr ? weights_out : ctx.arena().take<float>(rows * glimpses);
     linear_to_float<T>(ctx, {hidden, rows, pool.fc2.in, 0}, pool.fc2.weight.data(), pool.logits_bias.data(), weights,
                        glimpses, Epilogue::kBias);
-    T* z = ctx.arena().take<T>(batch * glimpses * d);
+    T* z = ctx.arena().take<T>(xs.batch * glimpses * d);
     AttentionPoolParams params;
-    params.batch = batch;
-    params.seq_len = len;
+    params.batch = xs.batch;
+    params.seq_len = xs.len;
     params.dim = d;
     params.glimpses = glimpses;
     params.masked_row = lc.spec.masked_row;
-    cuda::attention_pool(params, x, weights, mask, z, ctx.stream());
-    emit_device(lc, name + ".weights", {batch, len, glimpses}, weights);
-    pool.merge.forward(ctx, z, batch, pooled);
+    params.offsets = xs.offsets;
+    cuda::attention_pool(params, x, weights, xs.mask, z, ctx.stream());
+    if (!xs.packed()) {
+        emit_device(lc, name + ".weights", {xs.batch, xs.len, glimpses}, weights);
+    }
+    pool.merge.forward(ctx, z, xs.batch, pooled);
 }
 
 #define VQA_INSTANTIATE_LAYERS(T)                                                                                      \
@@ -379,18 +392,17 @@ void attention_pool(const LayerContext& lc,
     template struct DeviceCrossAttentionLayer<T>;                                                                      \
     template struct DeviceAttentionPool<T>;                                                                            \
     template HeadOutputs<T> project_key_value<T>(const LayerContext&, const DeviceCrossAttention<T>&, const T*,        \
-                                                 int64_t, int64_t);                                                    \
+                                                 const SequenceRows&);                                                 \
     template void emit_device<T>(const LayerContext&, const std::string&, const std::vector<int64_t>&, const T*);      \
-    template void self_attention_layer<T>(const LayerContext&, const DeviceSelfAttentionLayer<T>&, T*, const uint8_t*, \
-                                          const cpu_layers::LayerShape&, const std::string&);                          \
+    template void self_attention_layer<T>(const LayerContext&, const DeviceSelfAttentionLayer<T>&, T*,                 \
+                                          const SequenceRows&, const std::string&);                                    \
     template void guided_attention_layer<T>(const LayerContext&, const DeviceGuidedAttentionLayer<T>&, T*,             \
-                                            const uint8_t*, const T*, const uint8_t*, const cpu_layers::LayerShape&,   \
-                                            const std::string&);                                                       \
-    template void cross_attention_layer<T>(const LayerContext&, const DeviceCrossAttentionLayer<T>&, T*, const T*,     \
-                                           const T*, const uint8_t*, const cpu_layers::LayerShape&,                    \
+                                            const SequenceRows&, const T*, const SequenceRows&, const std::string&);   \
+    template void cross_attention_layer<T>(const LayerContext&, const DeviceCrossAttentionLayer<T>&, T*,               \
+                                           const SequenceRows&, const T*, const T*, const SequenceRows&,               \
                                            const std::string&);                                                        \
-    template void attention_pool<T>(const LayerContext&, const DeviceAttentionPool<T>&, const T*, const uint8_t*,      \
-                                    int64_t, int64_t, T*, const std::string&, float*);
+    template void attention_pool<T>(const LayerContext&, const DeviceAttentionPool<T>&, const T*, const SequenceRows&, \
+                                    T*, const std::string&, float*);
 
 VQA_INSTANTIATE_LAYERS(float)
 VQA_INSTANTIATE_LAYERS(__half)

@@ -2,7 +2,8 @@
 // converted host weights (engine/model_weights.h) in the backend's element type T, and the forward functions the
 // CUDA model composes them with. Internal to engine/cuda_*.cpp; the CPU twins are in engine/cpu_layers.h.
 //
-// Activations are token-major [B, L, d] in T on the device; masks are uint8 [B, L], 1 = valid. Every function
+// Activations are token-major [B, L, d] in T on the device, or packed [T, d] (engine/packing.h), as a SequenceRows
+// with device pointers says; masks are uint8, 1 = valid. Every function
 // queues work on the pass's stream and takes its scratch from the context's arena; none synchronises unless an
 // activation sink asks for a tensor.
 #pragma once
@@ -14,6 +15,7 @@
 #include "engine/cpu_layers.h"
 #include "engine/cpu_model.h"
 #include "engine/cuda_runtime.h"
+#include "engine/packing.h"
 #include "kernels/qkv_projection.h"
 
 namespace vqa::gpu {
@@ -128,53 +130,52 @@ void emit_device(const LayerContext& lc, const std::string& name, const std::vec
 // A uint8 mask (1 = valid) reported as the golden files store it: float, 1.0 where MASKED.
 void emit_mask(const LayerContext& lc, const std::string& name, const std::vector<int64_t>& shape, const uint8_t* mask);
 
+// Each layer updates x in place: x holds the rows of `xs` (queries; packed queries need xs.offsets), y those of
+// `ys` (keys and values). Attention maps ("<name>.<att>.probs") are reported for padded sequences only.
 template <typename T>
 void self_attention_layer(const LayerContext& lc,
                           const DeviceSelfAttentionLayer<T>& layer,
-                          T* x,                 // [B, L, d], in place
-                          const uint8_t* mask,  // [B, L]
-                          const cpu_layers::LayerShape& shape,
+                          T* x,  // [xs.rows, d], in place
+                          const SequenceRows& xs,
                           const std::string& name);
 
 template <typename T>
 void guided_attention_layer(const LayerContext& lc,
                             const DeviceGuidedAttentionLayer<T>& layer,
-                            T* x,                   // [B, Lq, d], in place
-                            const uint8_t* x_mask,  // [B, Lq]
-                            const T* y,             // [B, Lk, d]
-                            const uint8_t* y_mask,  // [B, Lk]
-                            const cpu_layers::LayerShape& shape,
+                            T* x,  // [xs.rows, d], in place
+                            const SequenceRows& xs,
+                            const T* y,  // [ys.rows, d]
+                            const SequenceRows& ys,
                             const std::string& name);
 
-// K, V [B, H, Lk, Dh] (from the arena) of y [B, Lk, d]: cross-attention's fused K/V projection.
+// K, V (from the arena) of y: cross-attention's fused K/V projection, head-major: [B, H, L, Dh] padded, or
+// [H, T, Dh] packed (one block of all the rows).
 template <typename T>
 HeadOutputs<T> project_key_value(const LayerContext& lc,
                                  const DeviceCrossAttention<T>& att,
-                                 const T* y,  // [B, Lk, d]
-                                 int64_t batch,
-                                 int64_t len);
+                                 const T* y,  // [ys.rows, d]
+                                 const SequenceRows& ys);
 
-// GA with the keys and values already projected and split into heads: k, v [B, H, Lk, Dh] (the caller projects
-// each distinct image once and gathers per question).
+// GA with the keys and values already projected and split into heads (project_key_value's layout for the rows of
+// ks): the caller projects each distinct image once and gathers per question, or points each question's key run
+// at its image's rows.
 template <typename T>
 void cross_attention_layer(const LayerContext& lc,
                            const DeviceCrossAttentionLayer<T>& layer,
-                           T* x,                    // [B, Lq, d], in place
-                           const T* k,              // [B, H, Lk, Dh]
-                           const T* v,              // [B, H, Lk, Dh]
-                           const uint8_t* kv_mask,  // [B, Lk]
-                           const cpu_layers::LayerShape& shape,
+                           T* x,  // [xs.rows, d], in place
+                           const SequenceRows& xs,
+                           const T* k,
+                           const T* v,
+                           const SequenceRows& ks,
                            const std::string& name);
 
-// pooled [B, out_dim] = merge(concat_g Σ_l a[l, g] x[l]); with a sink, reports "<name>.weights" [B, L, G].
-// weights_out, when non-null, receives the pooling weights [B, L, G] (float).
+// pooled [B, out_dim] = merge(concat_g Σ_l a[l, g] x[l]); with a sink (padded only), reports "<name>.weights"
+// [B, L, G]. weights_out, when non-null, receives the pooling weights [xs.rows, G] (float).
 template <typename T>
 void attention_pool(const LayerContext& lc,
                     const DeviceAttentionPool<T>& pool,
-                    const T* x,           // [B, L, d]
-                    const uint8_t* mask,  // [B, L]
-                    int64_t batch,
-                    int64_t len,
+                    const T* x,  // [xs.rows, d]
+                    const SequenceRows& xs,
                     T* pooled,  // [B, out_dim]
                     const std::string& name,
                     float* weights_out = nullptr);

@@ -13,6 +13,7 @@
 #include "engine/cuda_layers.h"
 #include "engine/cuda_runtime.h"
 #include "engine/model_weights.h"
+#include "engine/packing.h"
 #include "kernels/bias_act.h"
 #include "kernels/check.h"
 #include "kernels/embedding_gather.h"
@@ -61,6 +62,22 @@ struct DeviceInputs {
     const int32_t* bos = nullptr;          // [B], generate heads: the first decoder input
 };
 
+// The packed layout of one pass (engine/packing.h): the host runs, and where their arrays landed on the device.
+struct PassPacking {
+    PackedSequences text;          // each question's token rows (source: rows of [B, L])
+    PackedSequences images;        // each distinct image's kept tokens (source: rows of [Bi, Ni])
+    PackedSequences per_question;  // mcan: each question's copy of its image's run (source: packed image rows)
+    SharedRuns shared;             // simple: each question's keys are its image's run, read in place
+    // Filled by stage_inputs: device views of the runs and the gather indices.
+    SequenceRows text_rows;
+    SequenceRows image_rows;
+    SequenceRows question_rows;
+    SequenceRows shared_rows;
+    const int64_t* text_source = nullptr;
+    const int64_t* image_source = nullptr;
+    const int64_t* question_source = nullptr;
+};
+
 // Packs host arrays into one pinned buffer, copies it to one arena slice with a single cudaMemcpyAsync, and
 // hands out the device address of each array.
 class InputStaging {
@@ -101,12 +118,22 @@ private:
     std::size_t bytes_ = 0;
 };
 
+enum class PackingMode { kAuto, kPadded, kPacked };
+
+// With CUDA graphs on, a pass is packed from this many questions up (and when packing drops a quarter of the rows).
+constexpr int64_t kPackedMinBatch = 16;
+
 // The graph in one element type.
 class GraphBase {
 public:
     virtual ~GraphBase() = default;
-    virtual ModelOutput forward(const ImageBatch& images, const TextBatch& text, const ActivationSink* sink) = 0;
+    // packing: kAuto lets the pass decide (see Graph::forward); the load passes force each layout once.
+    virtual ModelOutput forward(const ImageBatch& images,
+                                const TextBatch& text,
+                                const ActivationSink* sink,
+                                PackingMode packing) = 0;
     virtual void set_use_graphs(bool use) = 0;
+    virtual void set_pack_sequences(bool pack) = 0;
 };
 
 }  // namespace
@@ -181,8 +208,12 @@ public:
         }
     }
 
-    ModelOutput forward(const ImageBatch& images, const TextBatch& text, const ActivationSink* sink) override;
+    ModelOutput forward(const ImageBatch& images,
+                        const TextBatch& text,
+                        const ActivationSink* sink,
+                        PackingMode packing) override;
     void set_use_graphs(bool use) override { use_graphs_ = use; }
+    void set_pack_sequences(bool pack) override { pack_sequences_ = pack; }
 
     ~Graph() override {
         for (auto& entry : graphs_) {
@@ -193,37 +224,60 @@ public:
     }
 
 private:
-    void run_device(const LayerContext& lc, const DeviceInputs& in, int64_t images, int64_t batch, ModelOutput& out);
+    // packing, when given, has its device views filled (stage_inputs); null runs the padded layout.
+    void run_device(const LayerContext& lc,
+                    const DeviceInputs& in,
+                    int64_t images,
+                    int64_t batch,
+                    const PassPacking* packing,
+                    ModelOutput& out);
     ModelOutput read_logits(int64_t batch) const;
-    ModelOutput run_eager(const ImageBatch& images, const TextBatch& text, const ActivationSink* sink);
+    ModelOutput run_eager(const ImageBatch& images,
+                          const TextBatch& text,
+                          const ActivationSink* sink,
+                          PassPacking* packing = nullptr);
     ModelOutput run_graph(const ImageBatch& images, const TextBatch& text);
     void drop_graphs_if_arena_moved();
+    // The runs of a pass with its padding removed (host work: the regions' validity is read from the host copy).
+    PassPacking plan_packing(const ImageBatch& images, const TextBatch& text) const;
+    // Whether a pass that could be packed should be: see forward().
+    bool worth_packing(const PassPacking& packing, int64_t images, int64_t batch) const;
     // Packs the inputs into pinned memory and, with to_device, queues their copy into the arena (a CUDA graph's
-    // replay only needs the packing: its captured copy reads the same pinned addresses).
-    DeviceInputs stage_inputs(const ImageBatch& images, const TextBatch& text, int64_t len, bool to_device);
-    void encode_images(const LayerContext& lc, const DeviceInputs& in, int64_t count, T* tokens, uint8_t* valid);
-    void encode_text(
-        const LayerContext& lc, const DeviceInputs& in, int64_t batch, int64_t len, T* t, const uint8_t* t_valid);
+    // replay only needs the packing: its captured copy reads the same pinned addresses). With `packing`, its runs
+    // travel in the same copy and its device views are filled in.
+    DeviceInputs stage_inputs(
+        const ImageBatch& images, const TextBatch& text, int64_t len, bool to_device, PassPacking* packing = nullptr);
+    // tokens: [Bi·Ni, d] padded, or the packed rows of packing->image_rows.
+    void encode_images(const LayerContext& lc,
+                       const DeviceInputs& in,
+                       int64_t count,
+                       const PassPacking* packing,
+                       T* tokens,
+                       uint8_t* valid);
+    // t: [B·L, d] padded, or the packed rows of packing->text_rows.
+    void encode_text(const LayerContext& lc,
+                     const DeviceInputs& in,
+                     int64_t batch,
+                     int64_t len,
+                     const PassPacking* packing,
+                     T* t,
+                     const uint8_t* t_valid);
     void fuse_mcan(const LayerContext& lc,
                    const DeviceInputs& in,
                    const T* image_tokens,
-                   const uint8_t* image_valid,
-                   int64_t batch,
-                   int64_t images,
-                   int64_t len,
+                   const SequenceRows& image_rows,
+                   const PassPacking* packing,
                    T* t,
-                   const uint8_t* t_valid,
+                   const SequenceRows& text_rows,
                    T* pooled_text,
                    T* pooled_image);
     void fuse_simple(const LayerContext& lc,
                      const DeviceInputs& in,
                      const T* image_tokens,
-                     const uint8_t* image_valid,
-                     int64_t batch,
-                     int64_t images,
-                     int64_t len,
+                     const SequenceRows& image_rows,
+                     const PassPacking* packing,
                      T* t,
-                     const uint8_t* t_valid,
+                     const SequenceRows& text_rows,
                      T* pooled_text,
                      T* pooled_image);
     void decode_greedy(const LayerContext& lc, const DeviceInputs& in, const T* fused, int64_t batch, ModelOutput& out);
@@ -238,6 +292,7 @@ private:
     int64_t region_features_ = 0;
     int64_t max_batch_ = 0;
     bool use_graphs_ = true;
+    bool pack_sequences_ = true;
     PinnedBuffer pinned_in_;
     PinnedBuffer pinned_out_;
     // One instantiated CUDA graph per (questions, images) bucket; null until the bucket's second pass.
@@ -273,8 +328,40 @@ private:
     DeviceBuffer<float> head_out_bias_;
 };
 
+// Where one PackedSequences' arrays sit in the staged copy.
+struct StagedRuns {
+    std::size_t source = 0;
+    std::size_t offsets = 0;
+    std::size_t starts = 0;
+    std::size_t counts = 0;
+    std::size_t mask = 0;
+    std::vector<int64_t> source64;  // gather_rows takes int64 indices
+
+    // Adds the runs (and their gather index, with_source) to the staging.
+    void add(InputStaging& staging, const PackedSequences& runs, bool with_source) {
+        if (with_source) {
+            source64.assign(runs.source.begin(), runs.source.end());
+            source = staging.add(source64.data(), runs.total());
+        }
+        offsets = staging.add(runs.offsets.data(), runs.sequences() + 1);
+        starts = staging.add(runs.starts.data(), runs.sequences());
+        counts = staging.add(runs.counts.data(), runs.sequences());
+        mask = staging.add(runs.mask.data(), static_cast<int64_t>(runs.mask.size()));
+    }
+    SequenceRows view(const PackedSequences& runs, const char* base) const {
+        SequenceRows rows = runs.view();
+        rows.mask = runs.mask.empty() ? nullptr : reinterpret_cast<const uint8_t*>(base + mask);
+        rows.offsets = reinterpret_cast<const int32_t*>(base + offsets);
+        rows.starts = reinterpret_cast<const int32_t*>(base + starts);
+        rows.counts = reinterpret_cast<const int32_t*>(base + counts);
+        return rows;
+    }
+    const int64_t* source_on_device(const char* base) const { return reinterpret_cast<const int64_t*>(base + source); }
+};
+
 template <typename T>
-DeviceInputs Graph<T>::stage_inputs(const ImageBatch& images, const TextBatch& text, int64_t len, bool to_device) {
+DeviceInputs Graph<T>::stage_inputs(
+    const ImageBatch& images, const TextBatch& text, int64_t len, bool to_device, PassPacking* packing) {
     const int64_t b = text.count;
     InputStaging staging;
     const std::size_t ids = staging.add(text.ids, b * len);
@@ -298,6 +385,21 @@ DeviceInputs Graph<T>::stage_inputs(const ImageBatch& images, const TextBatch& t
         bos.assign(static_cast<std::size_t>(b), config_.head.bos_id);
         bos_offset = staging.add(bos.data(), b);
     }
+    StagedRuns text_runs;
+    StagedRuns image_runs;
+    StagedRuns question_runs;
+    std::size_t shared_starts = 0;
+    std::size_t shared_counts = 0;
+    if (packing != nullptr) {
+        text_runs.add(staging, packing->text, true);
+        image_runs.add(staging, packing->images, true);
+        if (config_.fusion.type == FusionType::kMcan) {
+            question_runs.add(staging, packing->per_question, true);
+        } else {
+            shared_starts = staging.add(packing->shared.starts.data(), b);
+            shared_counts = staging.add(packing->shared.counts.data(), b);
+        }
+    }
     staging.pack(pinned_in_);
     DeviceInputs in;
     if (!to_device) {
@@ -316,12 +418,32 @@ DeviceInputs Graph<T>::stage_inputs(const ImageBatch& images, const TextBatch& t
     if (!bos.empty()) {
         in.bos = reinterpret_cast<const int32_t*>(base + bos_offset);
     }
+    if (packing != nullptr) {
+        packing->text_rows = text_runs.view(packing->text, base);
+        packing->text_source = text_runs.source_on_device(base);
+        packing->image_rows = image_runs.view(packing->images, base);
+        packing->image_source = image_runs.source_on_device(base);
+        if (config_.fusion.type == FusionType::kMcan) {
+            packing->question_rows = question_runs.view(packing->per_question, base);
+            packing->question_source = question_runs.source_on_device(base);
+        } else {
+            packing->shared_rows = packing->shared.view(packing->images);
+            packing->shared_rows.mask = packing->image_rows.mask;
+            packing->shared_rows.starts = reinterpret_cast<const int32_t*>(base + shared_starts);
+            packing->shared_rows.counts = reinterpret_cast<const int32_t*>(base + shared_counts);
+        }
+    }
     return in;
 }
 
-// §4: tokens [Bi, Ni, d] and their mask [Bi, Ni] (1 = valid).
+// §4: tokens [Bi, Ni, d] and their mask [Bi, Ni] (1 = valid); packed, the kept rows only go through the adapter.
 template <typename T>
-void Graph<T>::encode_images(const LayerContext& lc, const DeviceInputs& in, int64_t count, T* tokens, uint8_t* valid) {
+void Graph<T>::encode_images(const LayerContext& lc,
+                             const DeviceInputs& in,
+                             int64_t count,
+                             const PassPacking* packing,
+                             T* tokens,
+                             uint8_t* valid) {
     const TraceRange range("image_encoder", lc.ctx.stream());
     CudaContext& ctx = lc.ctx;
     const cudaStream_t stream = ctx.stream();
@@ -356,22 +478,42 @@ void Graph<T>::encode_images(const LayerContext& lc, const DeviceInputs& in, int
         }
     }
     emit_device(lc, "image_trunk", {count, tokens_, trunk_features_}, features);
+    if (packing != nullptr) {
+        const int64_t kept = packing->image_rows.rows;
+        T* packed = ctx.arena().take<T>(kept * trunk_features_);
+        cuda::gather_rows<T>(features, rows, packing->image_source, kept, trunk_features_, packed, stream);
+        adapter_.forward(ctx, packed, kept, tokens);
+        return;  // no sink on a packed pass
+    }
     adapter_.forward(ctx, features, rows, tokens);
     emit_device(lc, "image_tokens", {count, tokens_, spec_.dim}, tokens);
     emit_mask(lc, "image_mask", {count, tokens_}, valid);
 }
 
-// §5: text tokens t [B, L, d].
+// §5: text tokens t [B, L, d], or packed: the LSTM runs padded and its valid rows are gathered (it is causal); the
+// transformer's positions are added padded and its layers run packed.
 template <typename T>
-void Graph<T>::encode_text(
-    const LayerContext& lc, const DeviceInputs& in, int64_t batch, int64_t len, T* t, const uint8_t* t_valid) {
+void Graph<T>::encode_text(const LayerContext& lc,
+                           const DeviceInputs& in,
+                           int64_t batch,
+                           int64_t len,
+                           const PassPacking* packing,
+                           T* t,
+                           const uint8_t* t_valid) {
     const TraceRange range("text_encoder", lc.ctx.stream());
     CudaContext& ctx = lc.ctx;
     const cudaStream_t stream = ctx.stream();
     const int64_t rows = batch * len;
     const int64_t e = config_.text.embed_dim;
     const int64_t d = spec_.dim;
-    T* embedded = ctx.arena().take<T>(rows * e);  // [B, L, E]
+    T* embedded = ctx.arena().take<T>(rows * e);                         // [B, L, E]
+    T* padded = packing != nullptr ? ctx.arena().take<T>(rows * d) : t;  // [B, L, d] before packing
+    const SequenceRows text_rows = packing != nullptr ? packing->text_rows : SequenceRows::padded(batch, len, t_valid);
+    const auto pack = [&] {
+        if (packing != nullptr) {
+            cuda::gather_rows<T>(padded, rows, packing->text_source, text_rows.rows, d, t, stream);
+        }
+    };
     cuda::embedding_gather<T, int64_t>(in.ids, rows, embedding_.data(), vocab_rows_, e, embedded, nullptr, stream);
     emit_device(lc, "text_embedded", {batch, len, e}, embedded);
     if (config_.text.encoder == TextEncoder::kLstm) {
@@ -386,103 +528,125 @@ void Graph<T>::encode_text(
         const RnnGatesParams params = lstm_sequence_gates_params(batch, len, d);
         for (int64_t step = 0; step < len; ++step) {
             if (step > 0) {
-                linear<T>(ctx, {t + (step - 1) * d, batch, d, len * d}, lstm.weight_hh.data(), nullptr, gh,
+                linear<T>(ctx, {padded + (step - 1) * d, batch, d, len * d}, lstm.weight_hh.data(), nullptr, gh,
                           lstm.gates_hidden, Epilogue::kNone);
             }
             cuda::lstm_gates<T>(params, gx + step * lstm.gates_hidden, step > 0 ? gh : nullptr, nullptr,
-                                lstm.bias_hh.data(), step > 0 ? c : nullptr, c, t + step * d, stream);
+                                lstm.bias_hh.data(), step > 0 ? c : nullptr, c, padded + step * d, stream);
         }
+        pack();
     } else {
-        VQA_CUDA_CHECK(cudaMemcpyAsync(t, embedded, static_cast<std::size_t>(rows * d) * sizeof(T),
+        VQA_CUDA_CHECK(cudaMemcpyAsync(padded, embedded, static_cast<std::size_t>(rows * d) * sizeof(T),
                                        cudaMemcpyDeviceToDevice, stream));
-        cuda::add_position<T>(t, position_.data(), batch, len, d, stream);
+        cuda::add_position<T>(padded, position_.data(), batch, len, d, stream);
+        pack();
         for (std::size_t i = 0; i < text_layers_.size(); ++i) {
-            self_attention_layer(lc, text_layers_[i], t, t_valid, {batch, len, len},
-                                 "text.layers." + std::to_string(i));
+            self_attention_layer(lc, text_layers_[i], t, text_rows, "text.layers." + std::to_string(i));
         }
     }
     emit_mask(lc, "text_mask", {batch, len}, t_valid);
     emit_device(lc, "text_tokens", {batch, len, d}, t);
 }
 
-// §6.4 mcan and §7: text SA_i; the image tokens gathered per question, SGA_i; both poolings.
+// §6.4 mcan and §7: text SA_i; the image tokens gathered per question (packed: each question's copy of its image's
+// kept rows), SGA_i; both poolings.
 template <typename T>
 void Graph<T>::fuse_mcan(const LayerContext& lc,
                          const DeviceInputs& in,
                          const T* image_tokens,
-                         const uint8_t* image_valid,
-                         int64_t batch,
-                         int64_t images,
-                         int64_t len,
+                         const SequenceRows& image_rows,
+                         const PassPacking* packing,
                          T* t,
-                         const uint8_t* t_valid,
+                         const SequenceRows& text_rows,
                          T* pooled_text,
                          T* pooled_image) {
     CudaContext& ctx = lc.ctx;
+    const cudaStream_t stream = ctx.stream();
     const int64_t d = spec_.dim;
+    const int64_t batch = text_rows.batch;
+    const int64_t len = text_rows.len;
     for (std::size_t i = 0; i < fusion_text_.size(); ++i) {
         const std::string name = "fusion.text." + std::to_string(i);
-        self_attention_layer(lc, fusion_text_[i], t, t_valid, {batch, len, len}, name);
+        self_attention_layer(lc, fusion_text_[i], t, text_rows, name);
         emit_device(lc, name, {batch, len, d}, t);
     }
-    T* v = ctx.arena().take<T>(batch * tokens_ * d);                // [B, Ni, d]
-    uint8_t* v_valid = ctx.arena().take<uint8_t>(batch * tokens_);  // [B, Ni]
-    cuda::gather_rows<T>(image_tokens, images, in.image_index, batch, tokens_ * d, v, ctx.stream());
-    cuda::gather_rows<uint8_t>(image_valid, images, in.image_index, batch, tokens_, v_valid, ctx.stream());
+    SequenceRows vs;
+    T* v = nullptr;
+    if (packing != nullptr) {
+        vs = packing->question_rows;
+        v = ctx.arena().take<T>(vs.rows * d);
+        cuda::gather_rows<T>(image_tokens, image_rows.rows, packing->question_source, vs.rows, d, v, stream);
+    } else {
+        v = ctx.arena().take<T>(batch * tokens_ * d);                   // [B, Ni, d]
+        uint8_t* v_valid = ctx.arena().take<uint8_t>(batch * tokens_);  // [B, Ni]
+        cuda::gather_rows<T>(image_tokens, image_rows.batch, in.image_index, batch, tokens_ * d, v, stream);
+        cuda::gather_rows<uint8_t>(image_rows.mask, image_rows.batch, in.image_index, batch, tokens_, v_valid, stream);
+        vs = SequenceRows::padded(batch, tokens_, v_valid);
+    }
     for (std::size_t i = 0; i < fusion_image_.size(); ++i) {
         const std::string name = "fusion.image." + std::to_string(i);
-        guided_attention_layer(lc, fusion_image_[i], v, v_valid, t, t_valid, {batch, tokens_, len}, name);
+        guided_attention_layer(lc, fusion_image_[i], v, vs, t, text_rows, name);
         emit_device(lc, name, {batch, tokens_, d}, v);
     }
-    attention_pool(lc, pool_image_, v, v_valid, batch, tokens_, pooled_image, "pool.image");
-    attention_pool(lc, pool_text_, t, t_valid, batch, len, pooled_text, "pool.text");
+    attention_pool(lc, pool_image_, v, vs, pooled_image, "pool.image");
+    attention_pool(lc, pool_text_, t, text_rows, pooled_text, "pool.text");
 }
 
 // §6.4 simple and §7: text GA_i over the image tokens, whose keys, values and pooling are computed once per
-// distinct image and gathered per question.
+// distinct image and gathered per question (packed: each question's key run points at its image's rows).
 template <typename T>
 void Graph<T>::fuse_simple(const LayerContext& lc,
                            const DeviceInputs& in,
                            const T* image_tokens,
-                           const uint8_t* image_valid,
-                           int64_t batch,
-                           int64_t images,
-                           int64_t len,
+                           const SequenceRows& image_rows,
+                           const PassPacking* packing,
                            T* t,
-                           const uint8_t* t_valid,
+                           const SequenceRows& text_rows,
                            T* pooled_text,
                            T* pooled_image) {
     CudaContext& ctx = lc.ctx;
     const cudaStream_t stream = ctx.stream();
     const int64_t d = spec_.dim;
-    const int64_t block = tokens_ * d;  // one image's K (or V) in [H, Ni, Dh]
-    uint8_t* v_valid = ctx.arena().take<uint8_t>(batch * tokens_);
-    cuda::gather_rows<uint8_t>(image_valid, images, in.image_index, batch, tokens_, v_valid, stream);
-    T* k = ctx.arena().take<T>(batch * block);
-    T* v = ctx.arena().take<T>(batch * block);
+    const int64_t batch = text_rows.batch;
+    const int64_t images = image_rows.batch;
+    const int64_t block = tokens_ * d;  // padded: one image's K (or V) in [H, Ni, Dh]
+    SequenceRows ks;
+    T* k = nullptr;
+    T* v = nullptr;
+    if (packing != nullptr) {
+        ks = packing->shared_rows;
+    } else {
+        uint8_t* v_valid = ctx.arena().take<uint8_t>(batch * tokens_);
+        cuda::gather_rows<uint8_t>(image_rows.mask, images, in.image_index, batch, tokens_, v_valid, stream);
+        ks = SequenceRows::padded(batch, tokens_, v_valid);
+        k = ctx.arena().take<T>(batch * block);
+        v = ctx.arena().take<T>(batch * block);
+    }
     for (std::size_t i = 0; i < fusion_cross_.size(); ++i) {
         const std::string name = "fusion.text." + std::to_string(i);
-        const HeadOutputs<T> kv_images =
-            project_key_value(lc, fusion_cross_[i].cross_att, image_tokens, images, tokens_);
+        const HeadOutputs<T> kv_images = project_key_value(lc, fusion_cross_[i].cross_att, image_tokens, image_rows);
+        if (packing != nullptr) {
+            cross_attention_layer(lc, fusion_cross_[i], t, text_rows, kv_images.group[0], kv_images.group[1], ks, name);
+            continue;
+        }
         cuda::gather_rows<T>(kv_images.group[0], images, in.image_index, batch, block, k, stream);
         cuda::gather_rows<T>(kv_images.group[1], images, in.image_index, batch, block, v, stream);
-        cross_attention_layer(lc, fusion_cross_[i], t, k, v, v_valid, {batch, len, tokens_}, name);
-        emit_device(lc, name, {batch, len, d}, t);
+        cross_attention_layer(lc, fusion_cross_[i], t, text_rows, k, v, ks, name);
+        emit_device(lc, name, {batch, text_rows.len, d}, t);
     }
     const int64_t out_dim = pool_image_.merge.out;
     const int64_t glimpses = pool_image_.fc2.out;
     T* pooled_images = ctx.arena().take<T>(images * out_dim);
-    float* weights = ctx.arena().take<float>(images * tokens_ * glimpses);
+    float* weights = ctx.arena().take<float>(image_rows.rows * glimpses);
     const LayerContext quiet{lc.ctx, lc.spec, nullptr};
-    attention_pool(quiet, pool_image_, image_tokens, image_valid, images, tokens_, pooled_images, "pool.image",
-                   weights);
+    attention_pool(quiet, pool_image_, image_tokens, image_rows, pooled_images, "pool.image", weights);
     cuda::gather_rows<T>(pooled_images, images, in.image_index, batch, out_dim, pooled_image, stream);
-    if (lc.sink != nullptr) {
+    if (lc.sink != nullptr && packing == nullptr) {
         float* per_question = ctx.arena().take<float>(batch * tokens_ * glimpses);
         cuda::gather_rows<float>(weights, images, in.image_index, batch, tokens_ * glimpses, per_question, stream);
         emit_device(lc, "pool.image.weights", {batch, tokens_, glimpses}, per_question);
     }
-    attention_pool(lc, pool_text_, t, t_valid, batch, len, pooled_text, "pool.text");
+    attention_pool(lc, pool_text_, t, text_rows, pooled_text, "pool.text");
 }
 
 // §8 generate: greedy decoding, every step on the device (greedy_step keeps the done flags, the tokens and the
@@ -580,29 +744,40 @@ void Graph<T>::decode_greedy(
 // pinned output buffer (classifier heads), or the greedy decoder (generate heads, which reads its results back
 // itself). Returns nothing; the caller synchronises.
 template <typename T>
-void Graph<T>::run_device(
-    const LayerContext& lc, const DeviceInputs& in, int64_t images, int64_t batch, ModelOutput& out) {
+void Graph<T>::run_device(const LayerContext& lc,
+                          const DeviceInputs& in,
+                          int64_t images,
+                          int64_t batch,
+                          const PassPacking* packing,
+                          ModelOutput& out) {
     CudaContext& ctx = lc.ctx;
     const cudaStream_t stream = ctx.stream();
     const int64_t len = config_.text.tokenizer.max_length;
     const int64_t d = spec_.dim;
-    T* image_tokens = ctx.arena().take<T>(images * tokens_ * d);         // [Bi, Ni, d]
+    const SequenceRows padded_images = SequenceRows::padded(images, tokens_, nullptr);
+    const int64_t image_rows_count = packing != nullptr ? packing->image_rows.rows : images * tokens_;
+    T* image_tokens = ctx.arena().take<T>(image_rows_count * d);         // [Bi·Ni or Ti, d]
     uint8_t* image_valid = ctx.arena().take<uint8_t>(images * tokens_);  // [Bi, Ni]
-    encode_images(lc, in, images, image_tokens, image_valid);
+    encode_images(lc, in, images, packing, image_tokens, image_valid);
+    SequenceRows image_rows = packing != nullptr ? packing->image_rows : padded_images;
+    if (packing == nullptr) {
+        image_rows.mask = image_valid;
+    }
 
     uint8_t* t_valid = ctx.arena().take<uint8_t>(batch * len);  // [B, L]
     cuda::lengths_to_mask(in.lengths, batch, len, t_valid, stream);
-    T* t = ctx.arena().take<T>(batch * len * d);  // [B, L, d]
-    encode_text(lc, in, batch, len, t, t_valid);
+    const SequenceRows text_rows = packing != nullptr ? packing->text_rows : SequenceRows::padded(batch, len, t_valid);
+    T* t = ctx.arena().take<T>(text_rows.rows * d);  // [B·L or Tq, d]
+    encode_text(lc, in, batch, len, packing, t, t_valid);
 
     const int64_t out_dim = config_.pool.out_dim;
     T* pooled_text = ctx.arena().take<T>(batch * out_dim);
     T* pooled_image = ctx.arena().take<T>(batch * out_dim);
     {  // the fusion layers and the poolings open their own ranges, as on the CPU
         if (config_.fusion.type == FusionType::kMcan) {
-            fuse_mcan(lc, in, image_tokens, image_valid, batch, images, len, t, t_valid, pooled_text, pooled_image);
+            fuse_mcan(lc, in, image_tokens, image_rows, packing, t, text_rows, pooled_text, pooled_image);
         } else {
-            fuse_simple(lc, in, image_tokens, image_valid, batch, images, len, t, t_valid, pooled_text, pooled_image);
+            fuse_simple(lc, in, image_tokens, image_rows, packing, t, text_rows, pooled_text, pooled_image);
         }
     }
     emit_device(lc, "pooled_text", {batch, out_dim}, pooled_text);
@@ -635,12 +810,15 @@ ModelOutput Graph<T>::read_logits(int64_t batch) const {
 }
 
 template <typename T>
-ModelOutput Graph<T>::run_eager(const ImageBatch& images, const TextBatch& text, const ActivationSink* sink) {
+ModelOutput Graph<T>::run_eager(const ImageBatch& images,
+                                const TextBatch& text,
+                                const ActivationSink* sink,
+                                PassPacking* packing) {
     const LayerContext lc{ctx_, spec_, sink};
     ctx_.arena().reset();
-    const DeviceInputs in = stage_inputs(images, text, config_.text.tokenizer.max_length, true);
+    const DeviceInputs in = stage_inputs(images, text, config_.text.tokenizer.max_length, true, packing);
     ModelOutput out;
-    run_device(lc, in, images.count, text.count, out);
+    run_device(lc, in, images.count, text.count, packing, out);
     ctx_.synchronize();
     if (config_.head.type == HeadType::kClassifier) {
         out = read_logits(text.count);
@@ -729,7 +907,7 @@ ModelOutput Graph<T>::run_graph(const ImageBatch& images, const TextBatch& text)
         ModelOutput unused;
         try {
             const DeviceInputs in = stage_inputs(padded_images, padded_text, len, true);
-            run_device(lc, in, image_count, batch, unused);
+            run_device(lc, in, image_count, batch, nullptr, unused);
         } catch (...) {
             cudaGraph_t abandoned = nullptr;
             cudaStreamEndCapture(ctx_.stream(), &abandoned);
@@ -755,7 +933,55 @@ ModelOutput Graph<T>::run_graph(const ImageBatch& images, const TextBatch& text)
 }
 
 template <typename T>
-ModelOutput Graph<T>::forward(const ImageBatch& images, const TextBatch& text, const ActivationSink* sink) {
+PassPacking Graph<T>::plan_packing(const ImageBatch& images, const TextBatch& text) const {
+    PassPacking packing;
+    const int64_t len = config_.text.tokenizer.max_length;
+    packing.text = pack_prefixes(text.lengths, text.count, len);
+    std::vector<uint8_t> valid;
+    if (config_.image.encoder == ImageEncoder::kRegions) {
+        valid = nonzero_rows(images.regions, images.count * tokens_, region_features_);
+    } else {
+        valid.assign(static_cast<std::size_t>(images.count * tokens_), 1);  // grid tokens are never masked
+    }
+    packing.images = pack_valid_rows(valid.data(), images.count, tokens_, spec_.masked_row == cpu::MaskedRow::kUniform);
+    if (config_.fusion.type == FusionType::kMcan) {
+        packing.per_question = repeat_runs(packing.images, text.image_index, text.count);
+    } else {
+        packing.shared = share_runs(packing.images, text.image_index, text.count);
+    }
+    return packing;
+}
+
+// The rows the layers process either way: text, plus the image rows of the fusion stack (per question for mcan,
+// per distinct image for simple).
+template <typename T>
+bool Graph<T>::worth_packing(const PassPacking& packing, int64_t images, int64_t batch) const {
+    const int64_t len = config_.text.tokenizer.max_length;
+    const bool mcan = config_.fusion.type == FusionType::kMcan;
+    const int64_t padded = batch * len + (mcan ? batch : images) * tokens_;
+    const int64_t packed = packing.text.total() + (mcan ? packing.per_question.total() : packing.images.total());
+    const bool graphs = use_graphs_ && config_.head.type == HeadType::kClassifier;
+    if (!graphs) {
+        return packed < padded;
+    }
+    // A packed pass runs eagerly (its shapes change from pass to pass) while a padded one replays a CUDA graph: for
+    // small batches the launches dominate and the graph wins; docs/padding-removal.md.
+    return batch >= kPackedMinBatch && packed * 4 <= padded * 3;
+}
+
+template <typename T>
+ModelOutput Graph<T>::forward(const ImageBatch& images,
+                              const TextBatch& text,
+                              const ActivationSink* sink,
+                              PackingMode packing_mode) {
+    // A sink gets every tensor in the padded layout of the golden files, so its passes are padded.
+    if (sink == nullptr && packing_mode != PackingMode::kPadded &&
+        (pack_sequences_ || packing_mode == PackingMode::kPacked)) {
+        PassPacking packing = plan_packing(images, text);
+        if (packing_mode == PackingMode::kPacked || worth_packing(packing, images.count, text.count)) {
+            return run_eager(images, text, nullptr, &packing);
+        }
+    }
     // CUDA graphs replay a fixed sequence of launches: for classifier heads without a sink or a recording profile
     // (a profile wants each stage's events, which a replay does not record).
     const bool recording = vqa::detail::trace_thread_state.recorder != nullptr;
@@ -851,6 +1077,7 @@ CudaModel::CudaModel(const ModelDir& dir, const CudaModelOptions& options) : imp
     VQA_CUDA_CHECK(cudaMemGetInfo(&free_after, &total));
     impl_->weight_bytes = free_before > free_after ? free_before - free_after : 0;
     impl_->graph->set_use_graphs(options.cuda_graphs);
+    impl_->graph->set_pack_sequences(options.pack_sequences);
     // One pass at the largest batch (every question about its own image) sizes the arena and the pinned buffers,
     // so that answering never allocates device memory.
     const int64_t len = impl_->config.text.tokenizer.max_length;
@@ -878,8 +1105,14 @@ CudaModel::CudaModel(const ModelDir& dir, const CudaModelOptions& options) : imp
     }
     const TextBatch text{b, ids.data(), lengths.data(), image_index.data()};
     try {
-        forward(images, text);
-        forward(images, text);  // the first pass grew the arena in chunks; this one runs in the single final chunk
+        // Every row valid: the largest packed pass (its gathers take a little more than the padded pass), then
+        // two padded ones: the first grows the arena in chunks; the second runs in the single final chunk (and
+        // captures the largest bucket's CUDA graph in it).
+        if (options.pack_sequences) {
+            impl_->graph->forward(images, text, nullptr, gpu::PackingMode::kPacked);
+        }
+        impl_->graph->forward(images, text, nullptr, gpu::PackingMode::kPadded);
+        impl_->graph->forward(images, text, nullptr, gpu::PackingMode::kPadded);
     } catch (const Error& e) {
         if (e.code() == ErrorCode::kOutOfMemory) {
             throw Error(ErrorCode::kOutOfMemory,
@@ -903,7 +1136,7 @@ ModelOutput CudaModel::forward(const ImageBatch& images, const TextBatch& text, 
     }
     auto lock = impl_->ctx->lock();
     const gpu::DeviceScope scope(impl_->ctx->device());
-    return impl_->graph->forward(images, text, sink);
+    return impl_->graph->forward(images, text, sink, gpu::PackingMode::kAuto);
 }
 
 const ModelConfig& CudaModel::config() const {

@@ -28,6 +28,9 @@ struct CudaModelOptions {
     // Classifier passes without an activation sink are padded to a bucket (powers of two up to max_batch) and
     // replayed as one CUDA graph per (questions, images) bucket, captured on the bucket's second pass.
     bool cuda_graphs = true;
+    // Padding removal (engine/packing.h): passes whose questions and image regions carry enough padding run with
+    // it dropped before the fusion stack (eagerly, since their shapes vary). Same answers; off = always padded.
+    bool pack_sequences = true;
 };
 
 class CudaModel {

@@ -16,6 +16,7 @@ ModelRunner::ModelRunner(const ModelDir& dir, const EngineOptions& options, Devi
         CudaModelOptions cuda;
         cuda.precision = options.precision;
         cuda.max_batch = options.max_batch;
+        cuda.pack_sequences = options.pack_sequences;
         cuda_ = std::make_unique<CudaModel>(dir, cuda);
         return;
 #else
@@ -24,7 +25,7 @@ ModelRunner::ModelRunner(const ModelDir& dir, const EngineOptions& options, Devi
 #endif
     }
     VQA_CHECK(device == Device::kCpu, kInvalidArgument, "ModelRunner: expected device cpu or cuda");
-    cpu_ = std::make_unique<CpuModel>(dir, options.threads);
+    cpu_ = std::make_unique<CpuModel>(dir, options.threads, options.pack_sequences);
 }
 
 // Here, where CudaModel is a complete type (its unique_ptr's deleter needs it).

@@ -61,6 +61,11 @@ struct EngineOptions {
     // passes need them): -1 = as many as there are images, up to the cores and at most 8; 0 = on the calling
     // thread, each image just before its first pass.
     int decode_threads = -1;
+    // Padding removal: question padding and all-zero region rows are dropped before the fusion stack and each
+    // pass is packed (variable-length attention), with the answers of the padded layout. On the GPU a pass is
+    // packed when that drops enough rows to beat a CUDA-graph replay of the padded pass (docs/padding-removal.md).
+    // false = always padded (for comparisons).
+    bool pack_sequences = true;
 };
 
 // Region features of one image (bottom-up-attention style): N regions of F features, optional boxes.

@@ -171,6 +171,58 @@ TEST_P(CpuModelTest, ConcurrentForwardIsDeterministic) {
     }
 }
 
+// Padding removal (engine/packing.h) gives the padded path's outputs: the packed model (the default, used for every
+// pass without a sink) against the padded one on the golden inputs, and on inputs made to stress the packing:
+// questions of every length, and for region models an image with no valid region (the fully masked rule) and
+// zero rows in the middle of an image's regions. The PyTorch logits are the reference for both.
+TEST_P(CpuModelTest, PackedMatchesPadded) {
+    Golden golden(dir());
+    const CpuModel packed(golden.model, 0, /*pack_sequences=*/true);
+    const CpuModel padded(golden.model, 0, /*pack_sequences=*/false);
+    const bool classifier = golden.model.config.head.type == HeadType::kClassifier;
+    const auto expect_same = [&](const ImageBatch& images, const TextBatch& text) {
+        const ModelOutput a = packed.forward(images, text);
+        const ModelOutput b = padded.forward(images, text);
+        // Fewer rows per GEMM and per attention: OpenBLAS may block the sums differently (a few ulps). NaN fails.
+        EXPECT_TRUE(test::all_close(a.logits, b.logits, kBatchTolerance));
+        EXPECT_EQ(a.tokens, b.tokens);
+        EXPECT_TRUE(test::all_close(a.sequence_scores, b.sequence_scores, kBatchTolerance));
+    };
+    {
+        SCOPED_TRACE("golden inputs");
+        expect_same(golden.image_batch(), golden.text_batch());
+        const ModelOutput out = packed.forward(golden.image_batch(), golden.text_batch());
+        if (classifier) {
+            EXPECT_TRUE(test::all_close(out.logits, golden.activations.to_float("logits"), kGoldenTolerance));
+        } else {
+            EXPECT_EQ(out.tokens, golden_tokens(golden.activations));
+        }
+    }
+    // Every length from 1 to L over the questions, in turn.
+    const int64_t len = golden.max_length();
+    for (int64_t q = 0; q < golden.questions(); ++q) {
+        golden.lengths[static_cast<std::size_t>(q)] = 1 + (q * 5 + 3) % len;
+    }
+    {
+        SCOPED_TRACE("lengths 1..L");
+        expect_same(golden.image_batch(), golden.text_batch());
+    }
+    if (!golden.regions.empty()) {
+        const int64_t per_image = static_cast<int64_t>(golden.regions.size()) / golden.image_count;
+        const int64_t features = golden.model.config.image.regions.feature_dim;
+        const int64_t regions = per_image / features;
+        // Image 0: no valid region at all; image 1 (if any): every other region zeroed, the first kept.
+        std::fill_n(golden.regions.begin(), per_image, 0.0f);
+        if (golden.image_count > 1) {
+            for (int64_t r = 1; r < regions; r += 2) {
+                std::fill_n(golden.regions.begin() + per_image + r * features, features, 0.0f);
+            }
+        }
+        SCOPED_TRACE("an image without regions, and zero rows among the regions");
+        expect_same(golden.image_batch(), golden.text_batch());
+    }
+}
+
 // Inputs outside the contract are refused with kInvalidArgument, naming what is wrong.
 TEST_P(CpuModelTest, RejectsInvalidInputs) {
     const Golden golden(dir());

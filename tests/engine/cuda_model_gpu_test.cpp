@@ -135,6 +135,83 @@ TEST_P(CudaModelTest, ReducedPrecisionStaysCloseToFp32) {
     }
 }
 
+// Padding removal (engine/packing.h): packed passes give the padded passes' outputs in every precision, on inputs
+// that stress the packing (questions of every length; for region models an image with no valid region and zero
+// rows among another's regions), and the arena sized at load holds them. With graphs off every pass that drops a
+// row is packed; with graphs on, a 32-question pass (above the packing threshold) takes whichever path the policy
+// picks and must still match the CPU.
+TEST_P(CudaModelTest, PackedMatchesPadded) {
+    Golden golden(dir());
+    const int64_t len = golden.max_length();
+    for (int64_t q = 0; q < golden.questions(); ++q) {
+        golden.lengths[static_cast<std::size_t>(q)] = 1 + (q * 5 + 3) % len;
+    }
+    if (!golden.regions.empty()) {
+        const int64_t per_image = static_cast<int64_t>(golden.regions.size()) / golden.image_count;
+        const int64_t features = golden.model.config.image.regions.feature_dim;
+        std::fill_n(golden.regions.begin(), per_image, 0.0f);
+        if (golden.image_count > 1) {
+            for (int64_t r = 1; r < per_image / features; r += 2) {
+                std::fill_n(golden.regions.begin() + per_image + r * features, features, 0.0f);
+            }
+        }
+    }
+    const bool classifier = golden.model.config.head.type == HeadType::kClassifier;
+    for (const Precision precision : {Precision::kFp32, Precision::kFp16, Precision::kBf16}) {
+        SCOPED_TRACE(precision_name(precision));
+        const test::Tolerance tolerance = precision == Precision::kFp32   ? kFp32Tolerance
+                                          : precision == Precision::kFp16 ? kFp16Tolerance
+                                                                          : kBf16Tolerance;
+        CudaModelOptions options;
+        options.precision = precision;
+        options.max_batch = 8;
+        options.cuda_graphs = false;
+        const CudaModel packed(golden.model, options);
+        options.pack_sequences = false;
+        const CudaModel padded(golden.model, options);
+        const std::size_t workspace = packed.workspace_bytes();
+        const ModelOutput a = packed.forward(golden.image_batch(), golden.text_batch());
+        const ModelOutput b = padded.forward(golden.image_batch(), golden.text_batch());
+        EXPECT_EQ(packed.workspace_bytes(), workspace) << "a packed pass grew the arena";
+        if (classifier) {
+            EXPECT_TRUE(test::all_close(a.logits, b.logits, tolerance));
+        } else if (precision == Precision::kFp32) {
+            EXPECT_EQ(a.tokens, b.tokens);
+            EXPECT_TRUE(test::all_close(a.sequence_scores, b.sequence_scores, tolerance));
+        }
+        if (precision == Precision::kFp32) {
+            const ModelOutput cpu = CpuModel(golden.model, 0).forward(golden.image_batch(), golden.text_batch());
+            EXPECT_TRUE(test::all_close(a.logits, cpu.logits, kFp32Tolerance));
+            EXPECT_EQ(a.tokens, cpu.tokens);
+        }
+    }
+    if (!classifier) {
+        return;
+    }
+    // 32 questions (the golden ones, repeated, short) with graphs on.
+    constexpr int64_t kQuestions = 32;
+    std::vector<int64_t> ids;
+    std::vector<int64_t> lengths;
+    std::vector<int64_t> index;
+    for (int64_t q = 0; q < kQuestions; ++q) {
+        const int64_t source = q % golden.questions();
+        ids.insert(ids.end(), golden.ids.begin() + source * len, golden.ids.begin() + (source + 1) * len);
+        lengths.push_back(1 + q % 3);
+        index.push_back(golden.image_index[static_cast<std::size_t>(source)]);
+    }
+    const TextBatch text{kQuestions, ids.data(), lengths.data(), index.data()};
+    CudaModelOptions options;
+    options.max_batch = kQuestions;
+    const CudaModel model(golden.model, options);
+    const std::size_t workspace = model.workspace_bytes();
+    const ModelOutput cpu = CpuModel(golden.model, 0).forward(golden.image_batch(), text);
+    for (int pass = 0; pass < 3; ++pass) {  // eager, capture, replay when padded
+        SCOPED_TRACE("graphs on, pass " + std::to_string(pass));
+        EXPECT_TRUE(test::all_close(model.forward(golden.image_batch(), text).logits, cpu.logits, kFp32Tolerance));
+    }
+    EXPECT_EQ(model.workspace_bytes(), workspace);
+}
+
 // Each question alone (its image as a batch of one) gives what it gives inside the batch.
 TEST_P(CudaModelTest, SharedImageMatchesSingleQuestion) {
     const Golden golden(dir());
