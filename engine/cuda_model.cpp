@@ -90,11 +90,12 @@ public:
                  DeviceArena::kAlignment;
         return offset;
     }
+    std::size_t bytes() const { return bytes_; }
     // Copies every array into the pinned buffer (host work only).
     void pack(PinnedBuffer& pinned) const {
         auto* host = static_cast<char*>(pinned.reserve(std::max<std::size_t>(bytes_, 1)));
         for (const Part& part : parts_) {
-            if (part.bytes > 0) {
+            if (part.data != nullptr && part.bytes > 0) {  // null: a slot reserved but unused this pass
                 std::memcpy(host + part.offset, part.data, part.bytes);
             }
         }
@@ -122,6 +123,8 @@ enum class PackingMode { kAuto, kPadded, kPacked };
 
 // With CUDA graphs on, a pass is packed from this many questions up (and when packing drops a quarter of the rows).
 constexpr int64_t kPackedMinBatch = 16;
+// Packed row counts are rounded up to a multiple of this (engine/packing.h, pad_rows_to_multiple).
+constexpr int64_t kPackedRowStep = 64;
 
 // The graph in one element type.
 class GraphBase {
@@ -238,6 +241,7 @@ private:
                           PassPacking* packing = nullptr);
     ModelOutput run_graph(const ImageBatch& images, const TextBatch& text);
     void drop_graphs_if_arena_moved();
+    void drop_graphs();
     // The runs of a pass with its padding removed (host work: the regions' validity is read from the host copy).
     PassPacking plan_packing(const ImageBatch& images, const TextBatch& text) const;
     // Whether a pass that could be packed should be: see forward().
@@ -346,7 +350,9 @@ struct StagedRuns {
         offsets = staging.add(runs.offsets.data(), runs.sequences() + 1);
         starts = staging.add(runs.starts.data(), runs.sequences());
         counts = staging.add(runs.counts.data(), runs.sequences());
-        mask = staging.add(runs.mask.data(), static_cast<int64_t>(runs.mask.size()));
+        // The mask's slot is there even when this pass has no mask: the staged bytes then grow with the rows
+        // only, so the load pass (every row valid) sizes the pinned buffer and the arena for every packed pass.
+        mask = staging.add(runs.mask.empty() ? nullptr : runs.mask.data(), runs.total());
     }
     SequenceRows view(const PackedSequences& runs, const char* base) const {
         SequenceRows rows = runs.view();
@@ -399,6 +405,9 @@ DeviceInputs Graph<T>::stage_inputs(
             shared_starts = staging.add(packing->shared.starts.data(), b);
             shared_counts = staging.add(packing->shared.counts.data(), b);
         }
+    }
+    if (staging.bytes() > pinned_in_.capacity()) {
+        drop_graphs();  // pack() reallocates the pinned buffer that every captured input copy reads
     }
     staging.pack(pinned_in_);
     DeviceInputs in;
@@ -846,13 +855,19 @@ void Graph<T>::drop_graphs_if_arena_moved() {
     if (ctx_.arena().generation() == graphs_arena_generation_) {
         return;
     }
+    drop_graphs();
+    graphs_arena_generation_ = ctx_.arena().generation();
+}
+
+// Destroys every instantiated graph; each is captured again on its bucket's next pass.
+template <typename T>
+void Graph<T>::drop_graphs() {
     for (auto& entry : graphs_) {
         if (entry.second != nullptr) {
             VQA_CUDA_CHECK(cudaGraphExecDestroy(entry.second));
             entry.second = nullptr;
         }
     }
-    graphs_arena_generation_ = ctx_.arena().generation();
 }
 
 template <typename T>
@@ -949,6 +964,11 @@ PassPacking Graph<T>::plan_packing(const ImageBatch& images, const TextBatch& te
     } else {
         packing.shared = share_runs(packing.images, text.image_index, text.count);
     }
+    // Row counts in steps of kPackedRowStep: cuBLASLt plans are cached per shape, and exact counts would make a
+    // new shape (and a heuristic query) of nearly every packed pass.
+    pad_rows_to_multiple(packing.text, kPackedRowStep);
+    pad_rows_to_multiple(packing.images, kPackedRowStep);
+    pad_rows_to_multiple(packing.per_question, kPackedRowStep);
     return packing;
 }
 

@@ -112,6 +112,19 @@ PackedSequences repeat_runs(const PackedSequences& runs, const int64_t* index, i
     return packed;
 }
 
+void pad_rows_to_multiple(PackedSequences& runs, int64_t step) {
+    VQA_CHECK(step >= 1, kInvalidArgument, "pad_rows_to_multiple: step must be >= 1, got ", step);
+    if (runs.source.empty()) {
+        return;
+    }
+    const int64_t total = (runs.total() + step - 1) / step * step;
+    check_rows(total, "pad_rows_to_multiple");
+    runs.source.resize(static_cast<std::size_t>(total), 0);
+    if (!runs.mask.empty()) {
+        runs.mask.resize(static_cast<std::size_t>(total), 0);
+    }
+}
+
 SharedRuns share_runs(const PackedSequences& runs, const int64_t* index, int64_t batch) {
     SharedRuns shared;
     for (int64_t b = 0; b < batch; ++b) {

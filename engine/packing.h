@@ -70,6 +70,10 @@ PackedSequences pack_valid_rows(const uint8_t* valid, int64_t count, int64_t tok
 // packed buffer, so gathering them gives every question its own copy.
 PackedSequences repeat_runs(const PackedSequences& runs, const int64_t* index, int64_t batch);
 
+// Appends rows after the last run until the total is a multiple of `step`: rows no sequence owns, copies of source
+// row 0 (masked when there is a mask), so that row-wise layers see fewer distinct sizes. The runs are unchanged.
+void pad_rows_to_multiple(PackedSequences& runs, int64_t step);
+
 // Question b's keys are run index[b] of `runs`, read in place (no copy): starts and counts only, no offsets; the
 // mask is runs' own.
 struct SharedRuns {

@@ -103,6 +103,24 @@ TEST(PackingTest, SharedRunsPointAtTheImagesRowsInPlace) {
     EXPECT_VQA_ERROR(share_runs(images, bad.data(), 1), kInvalidArgument, "refers to run -1");
 }
 
+TEST(PackingTest, PaddingToAMultipleAddsRowsNoSequenceOwns) {
+    const std::vector<uint8_t> valid{1, 0, 1, 0, 0, 0};
+    PackedSequences p = pack_valid_rows(valid.data(), 2, 3, /*keep_empty_whole=*/true);
+    pad_rows_to_multiple(p, 4);
+    EXPECT_EQ(p.source, (Rows{0, 2, 3, 4, 5, 0, 0, 0}));
+    EXPECT_EQ(p.mask, (std::vector<uint8_t>{1, 1, 0, 0, 0, 0, 0, 0}));
+    EXPECT_EQ(p.offsets, (Rows{0, 2, 5})) << "the runs are unchanged";
+    EXPECT_EQ(p.view().rows, 8);
+    pad_rows_to_multiple(p, 4);
+    EXPECT_EQ(p.total(), 8) << "already a multiple";
+    const std::vector<int64_t> lengths{3};
+    PackedSequences text = pack_prefixes(lengths.data(), 1, 4);
+    pad_rows_to_multiple(text, 2);
+    EXPECT_EQ(text.source, (Rows{0, 1, 2, 0}));
+    EXPECT_TRUE(text.mask.empty());
+    EXPECT_VQA_ERROR(pad_rows_to_multiple(text, 0), kInvalidArgument, "step");
+}
+
 TEST(PackingTest, AttentionParamsPointAtTheRuns) {
     const std::vector<int64_t> lengths{2, 3};
     const PackedSequences text = pack_prefixes(lengths.data(), 2, 4);
