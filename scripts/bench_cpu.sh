@@ -6,7 +6,9 @@
 # Builds vqa_bench (the release preset, or an existing build folder given by --build-dir), writes a synthetic
 # MCAN-small-like model (tools/make_bench_model.py) into the output folder, then runs vqa_bench and
 # tools/bench_torch.py on models/easy-vqa and on that model at each thread count, and prints the comparison
-# (tools/bench_report.py). Timed calls per batch size and round: EASY_ITERS (default 10), BIG_ITERS (default 3);
+# (tools/bench_report.py). Then the gain of padding removal: vqa_bench --padding packed,padded on the same model
+# with 100 regions, each image holding 10 to 100 of them (--regions 10,100), summed up by tools/bench_padding.py.
+# Timed calls per batch size and round: EASY_ITERS (default 10), BIG_ITERS (default 3, also the padding runs');
 # rounds: BENCH_ROUNDS (default 3). A step during which other processes took CPU is rerun (BENCH_ATTEMPTS,
 # BENCH_MAX_OTHER_LOAD, BENCH_QUIET_WAIT below); the report shows that load. The environment is used as it is:
 # OPENBLAS_CORETYPE and friends are reported, never set here.
@@ -21,7 +23,7 @@ while [[ $# -gt 0 ]]; do
     --build-dir) build_dir="$2"; shift 2 ;;
     --out) out_dir="$2"; shift 2 ;;
     --threads) threads_list="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "bench_cpu.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -89,9 +91,11 @@ measured_step() {
 if [[ -z "$out_dir" ]]; then
   out_dir=$(mktemp -d "${TMPDIR:-/tmp}/vqa-bench.XXXXXX")
 fi
-mkdir -p "$out_dir"
+mkdir -p "$out_dir/padding"
 echo "results in $out_dir"
 "$python" tools/make_bench_model.py --out "$out_dir/mcan-small-like" >/dev/null
+# Bottom-up-attention features have 10 to 100 regions per image, padded to the model's 100.
+"$python" tools/make_bench_model.py --out "$out_dir/mcan-small-like-r100" --regions 100 >/dev/null
 
 # model tag, directory, batch sizes, warmup, iterations
 runs=(
@@ -113,6 +117,19 @@ for ((round = 1; round <= ${BENCH_ROUNDS:-3}; round++)); do
         --inputs "$inputs" --threads "$threads" --warmup "$warmup" --iters "$iters" --json
     done
   done
+  # Packed and padded in one process, their calls alternating (engine only: PyTorch has no packed path).
+  for threads in $threads_list; do
+    echo "== round $round: mcan-small-like-r100, $threads thread(s): vqa_bench --padding packed,padded" >&2
+    measured_step "$out_dir/padding/mcan-small-like-r100-t$threads-r$round.json" "$bench" \
+      --model "$out_dir/mcan-small-like-r100" --device cpu --regions 10,100 --padding packed,padded --batch 1,8,32 \
+      --threads "$threads" --warmup 1 --iters "${BIG_ITERS:-3}" --json
+  done
 done
 
-"$python" tools/bench_report.py --dir "$out_dir" --binary "$bench" | tee "$out_dir/report.md"
+{
+  "$python" tools/bench_report.py --dir "$out_dir" --binary "$bench"
+  echo
+  echo "Padding removal (mcan-small-like, 100 regions, 10 to 100 per image; gain = padded ms / packed ms):"
+  echo
+  "$python" tools/bench_padding.py "$out_dir/padding"
+} | tee "$out_dir/report.md"

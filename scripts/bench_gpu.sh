@@ -9,9 +9,11 @@
 # tools/make_bench_model.py, then runs vqa_bench --device cuda and tools/bench_torch.py --device cuda (eager,
 # sdpa, compile, compile-ro) on it and on models/easy-vqa, batches 1,8,32,128,256,512, in fp32 and fp16, most
 # important steps first, each under a timeout and all within --budget seconds (default 300; a step that would
-# start with less than 15 s left is skipped). --out (default $OUT, else a new temporary folder) receives three
-# files, rewritten after every step so that a run stopped from outside keeps what it measured: report.md
-# (tools/bench_report.py), bench_gpu.log and bench-gpu-results.tar.gz (every JSON and step log).
+# start with less than 15 s left is skipped). The gain of padding removal is measured on the MCAN-small-sized
+# model too: vqa_bench --regions 10,100 --padding packed,padded, fp16 and fp32, batches 1 to 256
+# (tools/bench_padding.py sums it up at the end of the report). --out (default $OUT, else a new temporary
+# folder) receives three files, rewritten after every step so that a run stopped from outside keeps what it
+# measured: report.md (tools/bench_report.py), bench_gpu.log and bench-gpu-results.tar.gz (every JSON and step log).
 # Without a CUDA device it says so, runs a few-second CPU smoke of the Python side and exits 0. --device cpu runs
 # the whole sequence on the CPU instead: a dry run of the steps, timeouts and budget (the fp16 steps fail or are
 # skipped there, and the report has no device rows).
@@ -65,7 +67,7 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/vqa-bench-gpu.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 results="$work/results"
-mkdir -p "$results"
+mkdir -p "$results/padding" # apart: bench_report.py would take these for the engine's main results
 
 # The report and the archive of every result so far, in the output folder (after every step).
 snapshot() {
@@ -73,6 +75,10 @@ snapshot() {
     mv "$work/report.md" "$out_dir/report.md"
   else
     { echo "No report: $(tail -n 1 "$work/report.stderr")"; echo; } >"$out_dir/report.md"
+  fi
+  if "$python" tools/bench_padding.py "$results/padding" >"$work/padding.md" 2>/dev/null; then
+    { echo; echo "Padding removal (regions 10 to 100 of 100 per image; gain = padded ms / packed ms):"; echo
+      cat "$work/padding.md"; } >>"$out_dir/report.md"
   fi
   tar -C "$work" -czf "$out_dir/bench-gpu-results.tar.gz" results
 }
@@ -108,6 +114,17 @@ engine() { # engine TAG MODEL PRECISION LIMIT ITERS
   step "vqa_bench $1 $3" "$4" "$results/$device-engine-$1-$3.json" "$bench" --model "$2" --device "$device" \
     --precision "$3" --batch "$batches" --warmup 3 --iters "$5" --json
 }
+# padding TAG MODEL PRECISION LIMIT ITERS: packed against padded in one vqa_bench (their calls alternate), images
+# of 10 to 100 regions padded to the model's 100.
+padding() {
+  if [[ ! -x "$bench" ]]; then
+    echo "== vqa_bench --padding $1 $3: skipped, no $bench (build it, or pass --build-dir)"
+    return 0
+  fi
+  step "vqa_bench --padding $1 $3" "$4" "$results/padding/$device-padding-$1-$3.json" "$bench" --model "$2" \
+    --device "$device" --precision "$3" --regions 10,100 --padding packed,padded --batch 1,8,32,128,256 --warmup 3 \
+    --iters "$5" --json
+}
 # pytorch TAG MODEL PRECISION LIMIT ITERS: bench_torch starts no batch size after 2/3 of the step's time (start-up
 # and one compilation fit in the rest), and writes its JSON after each one, so a timeout loses only the last.
 pytorch() {
@@ -131,7 +148,9 @@ benchmark() {
 
   engine mcan-small "$mcan" fp16 45 10
   engine mcan-small "$mcan" fp32 45 10
+  padding mcan-small "$mcan" fp16 60 10
   pytorch mcan-small "$mcan" fp16 130 10
+  padding mcan-small "$mcan" fp32 60 10
   engine easy-vqa models/easy-vqa fp16 30 20
   engine easy-vqa models/easy-vqa fp32 30 20
   pytorch mcan-small "$mcan" fp32 100 10

@@ -3,7 +3,9 @@
 Every value comes from splitmix64 over a counter: value i of stream `index` of a family is
 splitmix64(splitmix64(splitmix64(seed ^ tag) + index) + i) (mod 2^64). Image m (pixels, or region features and
 boxes) and question q are the same whatever the batch size; a call of batch B asks question q about image
-q // questions_per_image. docs/benchmarks.md describes the format of `vqa_bench --dump-inputs`.
+q // questions_per_image. With `vqa_bench --regions MIN,MAX`, region image m holds a count of regions drawn in
+MIN..MAX (the engine and bench_torch pad them to max_regions with zero rows). docs/benchmarks.md describes the
+format of `vqa_bench --dump-inputs`.
 """
 
 from __future__ import annotations
@@ -62,21 +64,23 @@ class ImageSpec:
     num_regions: int = 0  # regions: max_regions x feature_dim, boxes when the model uses box features
     feature_dim: int = 0
     boxes: bool = False
+    region_counts: tuple[int, int] | None = None  # regions: (MIN, MAX) of vqa_bench --regions; None: all max_regions
 
     @staticmethod
-    def from_config(cfg: dict) -> "ImageSpec":
+    def from_config(cfg: dict, region_counts: tuple[int, int] | None = None) -> "ImageSpec":
         image = cfg["image"]
         if image["encoder"] == "regions":
             r = image["regions"]
             return ImageSpec("regions", num_regions=r["max_regions"], feature_dim=r["feature_dim"],
-                             boxes=bool(r["box_features"]))
+                             boxes=bool(r["box_features"]), region_counts=region_counts)
         return ImageSpec("pixels", height=image["input"]["height"], width=image["input"]["width"])
 
     @staticmethod
     def from_json(block: dict) -> "ImageSpec":
         if block["kind"] == "regions":
+            counts = block.get("region_counts")  # absent in dumps from before --regions: every image is full
             return ImageSpec("regions", num_regions=block["num_regions"], feature_dim=block["feature_dim"],
-                             boxes=bool(block["boxes"]))
+                             boxes=bool(block["boxes"]), region_counts=None if counts is None else tuple(counts))
         return ImageSpec("pixels", height=block["height"], width=block["width"])
 
 
@@ -87,17 +91,28 @@ class SyntheticImage:
     boxes: np.ndarray | None = None  # float32 [N, 4] x1, y1, x2, y2 in pixels of a 640x480 image
 
 
+def region_count(spec: ImageSpec, key: int) -> int:
+    """The image's count of regions: value max_regions * (feature_dim + 4) of its stream, the first past those of
+    a full image (its features, then 4 box values per region), so that region r is the same whatever the count."""
+    if spec.region_counts is None:
+        return spec.num_regions
+    low, high = spec.region_counts
+    return low + splitmix64((key + spec.num_regions * (spec.feature_dim + 4)) & MASK64) % (high - low + 1)
+
+
 def make_image(spec: ImageSpec, seed: int, index: int) -> SyntheticImage:
     key = stream_key(seed, IMAGE_TAG, index)
     if spec.kind == "pixels":
         n = spec.height * spec.width * 3
         return SyntheticImage(pixels=(stream(key, 0, n) >> np.uint64(56)).astype(np.uint8)
                               .reshape(spec.height, spec.width, 3))
-    n = spec.num_regions * spec.feature_dim
-    features = ((stream(key, 0, n) >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -24))
-    image = SyntheticImage(features=features.reshape(spec.num_regions, spec.feature_dim))
+    count = region_count(spec, key)
+    features = ((stream(key, 0, count * spec.feature_dim) >> np.uint64(40)).astype(np.float32)
+                * np.float32(2.0 ** -24))
+    image = SyntheticImage(features=features.reshape(count, spec.feature_dim))
     if spec.boxes:
-        raw = stream(key, n, 4 * spec.num_regions).reshape(spec.num_regions, 4)
+        # The boxes of a full image follow its max_regions rows of features; the first `count` of them are used.
+        raw = stream(key, spec.num_regions * spec.feature_dim, 4 * count).reshape(count, 4)
         x1 = raw[:, 0] % np.uint64(REGION_IMAGE_WIDTH // 2)
         y1 = raw[:, 1] % np.uint64(REGION_IMAGE_HEIGHT // 2)
         w = np.uint64(32) + raw[:, 2] % np.uint64(REGION_IMAGE_WIDTH // 2 - 32)
@@ -153,6 +168,10 @@ def batches_from_dump(dump: dict[str, Any], batches: list[int] | None = None) ->
         if batches is not None and entry["batch"] not in batches:
             continue
         images = [make_image(spec, dump["seed"], m) for m in range(entry["images"])]
+        dumped_counts = entry.get("num_regions")  # the counts vqa_bench drew: the two generators must agree
+        if dumped_counts is not None and dumped_counts != [im.features.shape[0] for im in images]:
+            raise ValueError(f"batch {entry['batch']}: region counts {[im.features.shape[0] for im in images]} "
+                             f"regenerated, {dumped_counts} dumped")
         out.append(BatchInputs(entry["batch"], list(entry["questions"]), list(entry["image_index"]), images))
     if batches is not None:
         missing = sorted(set(batches) - {b.batch for b in out})

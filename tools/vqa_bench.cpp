@@ -2,17 +2,23 @@
 //
 //   vqa_bench --model models/easy-vqa --batch 1,8,64,256 --threads 2
 //   vqa_bench --model DIR --json --dump-inputs inputs.json   # the same work for tools/bench_torch.py --inputs
+//   vqa_bench --model DIR --regions 10,100 --padding packed,padded   # the gain of padding removal
 //
 // A call of batch B answers B questions about ceil(B / questions-per-image) images, question q about image
 // q / questions-per-image, so each image is encoded once for all of its questions. The inputs are synthetic and
 // fixed by --seed: random RGB pixels at the model's input size (grid encoders) or random region features and boxes
-// (regions encoder), and questions of random words from the model's vocab.json. The generator is splitmix64 over
-// a counter (docs/benchmarks.md); tools/bench_torch.py reproduces it.
+// (regions encoder; --regions MIN,MAX gives image m a count of regions drawn in MIN..MAX, the engine pads the rest
+// with zero rows), and questions of random words from the model's vocab.json. The generator is splitmix64 over a
+// counter (docs/benchmarks.md); tools/bench_inputs.py reproduces it.
+//
+// --padding packed,padded loads one Engine per mode (EngineOptions::pack_sequences) and times both on every batch
+// size, their calls alternating, so that a slow spell of the machine lands on both; the gain is padded / packed.
 //
 // Timed: the whole answer() call (tokenizing, normalising the pixels or padding the regions, the forward pass,
 // softmax and top-k, the answer strings). Not timed: making the inputs, loading the model.
 //
-// Exit status: 0 done; 1 the model could not be loaded or a question failed; 2 usage error.
+// Exit status: 0 done; 1 the model could not be loaded or a question failed; 2 usage error (also --regions outside
+// 1..max_regions, or on a model without region features).
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -21,6 +27,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
@@ -73,6 +80,8 @@ struct BenchModel {
     int64_t max_regions = 0;  // regions encoder
     int64_t feature_dim = 0;
     bool box_features = false;
+    int64_t min_count = 0;  // image m has a region count in min_count..max_count (--regions; default max_regions)
+    int64_t max_count = 0;
     int64_t max_length = 0;          // text.tokenizer.max_length
     std::vector<std::string> words;  // vocab.json tokens other than pad and unk, by id
 };
@@ -101,6 +110,8 @@ BenchModel read_bench_model(const std::string& dir) {
             m.max_regions = r.at("max_regions").get<int64_t>();
             m.feature_dim = r.at("feature_dim").get<int64_t>();
             m.box_features = r.at("box_features").get<bool>();
+            m.min_count = m.max_regions;
+            m.max_count = m.max_regions;
         } else {
             m.height = image.at("input").at("height").get<int>();
             m.width = image.at("input").at("width").get<int>();
@@ -129,6 +140,14 @@ BenchModel read_bench_model(const std::string& dir) {
     return m;
 }
 
+// The region count of an image: value max_regions * (feature_dim + 4) of its stream, the first one past those of
+// a full image (max_regions rows of features, then 4 box values per row), so that region r's features and box are
+// the same whatever the count.
+int64_t region_count(const BenchModel& m, const Stream& s) {
+    const auto span = static_cast<uint64_t>(m.max_count - m.min_count + 1);
+    return m.min_count + static_cast<int64_t>(s.at(static_cast<uint64_t>(m.max_regions * (m.feature_dim + 4))) % span);
+}
+
 // Image `index` of the run: the same for every batch size.
 vqa::ImageInput make_image(const BenchModel& m, uint64_t seed, int64_t index) {
     const Stream s(seed, kImageStreamTag, static_cast<uint64_t>(index));
@@ -141,17 +160,17 @@ vqa::ImageInput make_image(const BenchModel& m, uint64_t seed, int64_t index) {
         return vqa::ImageInput::pixels(m.height, m.width, std::move(rgb), name);
     }
     vqa::RegionFeatures f;
-    f.num_regions = m.max_regions;
+    f.num_regions = region_count(m, s);
     f.feature_dim = m.feature_dim;
-    f.features.resize(static_cast<std::size_t>(m.max_regions * m.feature_dim));
+    f.features.resize(static_cast<std::size_t>(f.num_regions * m.feature_dim));
     for (std::size_t i = 0; i < f.features.size(); ++i) {
         f.features[i] = static_cast<float>(s.at(i) >> 40) * 0x1p-24f;  // [0, 1), exact in fp32
     }
     if (m.box_features) {
         f.image_width = static_cast<float>(kRegionImageWidth);
         f.image_height = static_cast<float>(kRegionImageHeight);
-        const auto base = static_cast<uint64_t>(f.features.size());
-        for (uint64_t r = 0; r < static_cast<uint64_t>(m.max_regions); ++r) {
+        const auto base = static_cast<uint64_t>(m.max_regions * m.feature_dim);  // where a full image's boxes begin
+        for (uint64_t r = 0; r < static_cast<uint64_t>(f.num_regions); ++r) {
             const uint64_t x1 = s.at(base + 4 * r) % (kRegionImageWidth / 2);
             const uint64_t y1 = s.at(base + 4 * r + 1) % (kRegionImageHeight / 2);
             const uint64_t w = 32 + s.at(base + 4 * r + 2) % (kRegionImageWidth / 2 - 32);
@@ -226,15 +245,21 @@ double peak_rss_mib() {
     return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux: KiB
 }
 
-struct BatchResult {
-    int batch = 0;
-    int images = 0;
+// What one padding mode measured at one batch size.
+struct ModeResult {
     Timing timing;
     double questions_per_s = 0.0;
-    double peak_rss_mib = 0.0;
     std::vector<std::string> answers;  // top-1 answer of each question, from the last timed call
     bool has_from_features = false;
     Timing from_features;  // the forward pass alone (tools/forward_timer.h)
+};
+
+struct BatchResult {
+    int batch = 0;
+    int images = 0;
+    int64_t regions = 0;  // region rows the call's images hold before padding (regions models)
+    double peak_rss_mib = 0.0;
+    std::vector<ModeResult> modes;  // one per Settings::padding, in its order
 };
 
 void check_results(const std::vector<vqa::Result>& results) {
@@ -246,30 +271,75 @@ void check_results(const std::vector<vqa::Result>& results) {
     }
 }
 
-BatchResult run_batch(const vqa::Engine& engine, const Workload& w, int warmup, int iters) {
+// Position k of timed round i: the modes take turns going first (A B, B A, ...), so that a machine that speeds up
+// or slows down during the run favours neither.
+std::size_t turn(int i, std::size_t k, std::size_t modes) {
+    return i % 2 == 0 ? k : modes - 1 - k;
+}
+
+// Times every engine (one per padding mode) on the workload, their calls alternating.
+BatchResult run_batch(const std::vector<vqa::Engine>& engines, const Workload& w, int warmup, int iters) {
+    const std::size_t n = engines.size();
     for (int i = 0; i < warmup; ++i) {
-        check_results(engine.answer(w.images, w.queries));
+        for (const vqa::Engine& engine : engines) {
+            check_results(engine.answer(w.images, w.queries));
+        }
     }
-    std::vector<double> ms;
-    std::vector<vqa::Result> last;
+    std::vector<std::vector<double>> ms(n);
+    std::vector<std::vector<vqa::Result>> last(n);
     for (int i = 0; i < iters; ++i) {
-        const Clock::time_point start = Clock::now();
-        std::vector<vqa::Result> results = engine.answer(w.images, w.queries);
-        const Clock::time_point stop = Clock::now();
-        ms.push_back(std::chrono::duration<double, std::milli>(stop - start).count());
-        check_results(results);
-        last = std::move(results);
+        for (std::size_t k = 0; k < n; ++k) {
+            const std::size_t e = turn(i, k, n);
+            const Clock::time_point start = Clock::now();
+            std::vector<vqa::Result> results = engines[e].answer(w.images, w.queries);
+            const Clock::time_point stop = Clock::now();
+            ms[e].push_back(std::chrono::duration<double, std::milli>(stop - start).count());
+            check_results(results);
+            last[e] = std::move(results);
+        }
     }
     BatchResult r;
     r.batch = w.batch;
     r.images = static_cast<int>(w.images.size());
-    r.timing = summarize(ms);
-    r.questions_per_s = w.batch / (r.timing.median_ms / 1000.0);
-    r.peak_rss_mib = peak_rss_mib();
-    for (const vqa::Result& result : last) {
-        r.answers.push_back(result.answers.empty() ? "" : result.answers.front().text);
+    for (const vqa::ImageInput& image : w.images) {
+        if (image.kind() == vqa::ImageInput::Kind::kRegions) {
+            r.regions += image.region_features().num_regions;
+        }
     }
+    for (std::size_t e = 0; e < n; ++e) {
+        ModeResult mode;
+        mode.timing = summarize(ms[e]);
+        mode.questions_per_s = w.batch / (mode.timing.median_ms / 1000.0);
+        for (const vqa::Result& result : last[e]) {
+            mode.answers.push_back(result.answers.empty() ? "" : result.answers.front().text);
+        }
+        r.modes.push_back(std::move(mode));
+    }
+    r.peak_rss_mib = peak_rss_mib();
     return r;
+}
+
+// The forward pass alone, per padding mode, the passes alternating as in run_batch.
+void time_from_features(const std::vector<std::unique_ptr<vqa::tools::ForwardTimer>>& timers,
+                        const Workload& w,
+                        int warmup,
+                        int iters,
+                        BatchResult& r) {
+    const std::size_t n = timers.size();
+    for (const auto& timer : timers) {
+        timer->time(w.images, w.queries, warmup, 0);
+    }
+    std::vector<std::vector<double>> ms(n);
+    for (int i = 0; i < iters; ++i) {
+        for (std::size_t k = 0; k < n; ++k) {
+            const std::size_t e = turn(i, k, n);
+            ms[e].push_back(timers[e]->time(w.images, w.queries, 0, 1).front());
+        }
+    }
+    for (std::size_t e = 0; e < n; ++e) {
+        r.modes[e].from_features = summarize(ms[e]);
+        r.modes[e].has_from_features = true;
+    }
 }
 
 const char* device_name(vqa::Device d) {
@@ -298,12 +368,59 @@ struct Settings {
     bool as_json = false;
     bool from_features = false;  // also time the forward pass alone (always on the CUDA backend)
     std::string dump_inputs;
+    std::vector<int64_t> regions;                // --regions MIN,MAX; empty: every image has max_regions
+    std::vector<std::string> padding{"packed"};  // EngineOptions::pack_sequences true ("packed") and/or false
 };
+
+// An option that does not fit the model (exit status 2, like a CLI11 parse error).
+class UsageError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// --regions MIN,MAX checked against the model, into m's region count range.
+void apply_region_counts(const Settings& s, BenchModel& m) {
+    if (s.regions.empty()) {
+        return;
+    }
+    if (s.regions.size() != 2) {
+        throw UsageError("--regions expects MIN,MAX (two numbers), got " + std::to_string(s.regions.size()));
+    }
+    if (!m.regions) {
+        throw UsageError("--regions needs a model with region features (image.encoder \"regions\"); " + s.model_dir +
+                         " takes pixels");
+    }
+    const int64_t lo = s.regions[0];
+    const int64_t hi = s.regions[1];
+    if (lo < 1 || lo > hi || hi > m.max_regions) {
+        throw UsageError("--regions " + std::to_string(lo) + "," + std::to_string(hi) +
+                         ": expected 1 <= MIN <= MAX <= " + std::to_string(m.max_regions) +
+                         " (the model's max_regions)");
+    }
+    m.min_count = lo;
+    m.max_count = hi;
+}
+
+// The modes of --padding without repeats, packed first: the first is the one a row's top-level figures are from.
+std::vector<std::string> padding_modes(const std::vector<std::string>& requested) {
+    std::vector<std::string> modes;
+    for (const char* mode : {"packed", "padded"}) {
+        if (std::find(requested.begin(), requested.end(), mode) != requested.end()) {
+            modes.emplace_back(mode);
+        }
+    }
+    return modes;
+}
 
 json image_json(const BenchModel& m) {
     if (m.regions) {
-        return {{"kind", "regions"},       {"num_regions", m.max_regions},     {"feature_dim", m.feature_dim},
-                {"boxes", m.box_features}, {"image_width", kRegionImageWidth}, {"image_height", kRegionImageHeight}};
+        return {{"kind", "regions"},
+                {"num_regions", m.max_regions},
+                {"region_counts", {m.min_count, m.max_count}},
+                {"feature_dim", m.feature_dim},
+                {"boxes", m.box_features},
+                {"image_width", kRegionImageWidth},
+                {"image_height", kRegionImageHeight}};
     }
     return {{"kind", "pixels"}, {"height", m.height}, {"width", m.width}};
 }
@@ -317,8 +434,16 @@ void dump_inputs(const Settings& s, const BenchModel& m, const std::vector<Workl
             questions.push_back(q.question);
             image_index.push_back(q.image);
         }
-        batches.push_back(
-            {{"batch", w.batch}, {"images", w.images.size()}, {"image_index", image_index}, {"questions", questions}});
+        json entry = {
+            {"batch", w.batch}, {"images", w.images.size()}, {"image_index", image_index}, {"questions", questions}};
+        if (m.regions) {
+            json counts = json::array();
+            for (const vqa::ImageInput& image : w.images) {
+                counts.push_back(image.region_features().num_regions);
+            }
+            entry["num_regions"] = counts;
+        }
+        batches.push_back(entry);
     }
     const json out = {{"format", kInputsFormat},
                       {"generator", "splitmix64"},
@@ -337,6 +462,23 @@ json timing_json(const Timing& t) {
     return {{"median", t.median_ms}, {"p90", t.p90_ms}, {"mean", t.mean_ms}, {"min", t.min_ms}, {"max", t.max_ms}};
 }
 
+json mode_json(const ModeResult& r) {
+    json out = {{"latency_ms", timing_json(r.timing)}, {"questions_per_s", r.questions_per_s}, {"answers", r.answers}};
+    if (r.has_from_features) {
+        out["from_features_ms"] = timing_json(r.from_features);
+    }
+    return out;
+}
+
+// Questions whose top-1 answer is the same in two modes.
+int same_top1(const ModeResult& a, const ModeResult& b) {
+    int same = 0;
+    for (std::size_t i = 0; i < a.answers.size() && i < b.answers.size(); ++i) {
+        same += a.answers[i] == b.answers[i] ? 1 : 0;
+    }
+    return same;
+}
+
 json report_json(const Settings& s,
                  const BenchModel& m,
                  const vqa::ModelInfo& info,
@@ -349,14 +491,28 @@ json report_json(const Settings& s,
     }
     json rows = json::array();
     for (const BatchResult& r : results) {
-        json row = {{"batch", r.batch},
-                    {"images", r.images},
-                    {"latency_ms", timing_json(r.timing)},
-                    {"questions_per_s", r.questions_per_s},
-                    {"peak_rss_mib", r.peak_rss_mib},
-                    {"answers", r.answers}};
-        if (r.has_from_features) {
-            row["from_features_ms"] = timing_json(r.from_features);
+        // The first mode's figures at the top level, where tools/bench_report.py reads them.
+        json row = {{"batch", r.batch}, {"images", r.images}};
+        row.update(mode_json(r.modes.front()));
+        row["peak_rss_mib"] = r.peak_rss_mib;
+        if (m.regions) {
+            row["regions"] = r.regions;
+        }
+        row["padding"] = s.padding.front();
+        json by_padding = json::object();
+        for (std::size_t e = 0; e < r.modes.size(); ++e) {
+            by_padding[s.padding[e]] = mode_json(r.modes[e]);
+        }
+        row["by_padding"] = by_padding;
+        if (r.modes.size() == 2) {  // packed, padded
+            const ModeResult& packed = r.modes[0];
+            const ModeResult& padded = r.modes[1];
+            json gain = {{"latency", padded.timing.median_ms / packed.timing.median_ms},
+                         {"same_top1", same_top1(packed, padded)}};
+            if (packed.has_from_features) {
+                gain["from_features"] = padded.from_features.median_ms / packed.from_features.median_ms;
+            }
+            row["packing_gain"] = gain;
         }
         rows.push_back(row);
     }
@@ -385,14 +541,70 @@ json report_json(const Settings& s,
             {"warmup", s.warmup},
             {"iters", s.iters},
             {"seed", s.seed},
+            {"padding", s.padding},
             {"timed", "Engine::answer(): tokenize, image preparation, forward, top-1 answers"},
             {"load_ms", load_ms},
             {"results", rows},
             {"peak_rss_mib", peak_rss_mib()}};
 }
 
+std::string format_ms(const ModeResult& r, bool from_features) {
+    if (from_features && !r.has_from_features) {
+        return "-";
+    }
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3f", from_features ? r.from_features.median_ms : r.timing.median_ms);
+    return text;
+}
+
+// One row per batch size and one column per figure of the single padding mode.
+void print_one_mode(std::ostream& out, const std::vector<BatchResult>& results) {
+    char line[256];
+    std::snprintf(line, sizeof line, "%7s %7s %12s %12s %14s %14s %16s\n", "batch", "images", "median ms", "p90 ms",
+                  "questions/s", "peak RSS MiB", "forward-only ms");
+    out << line;
+    for (const BatchResult& r : results) {
+        const ModeResult& m = r.modes.front();
+        std::snprintf(line, sizeof line, "%7d %7d %12.3f %12.3f %14.1f %14.1f %16s\n", r.batch, r.images,
+                      m.timing.median_ms, m.timing.p90_ms, m.questions_per_s, r.peak_rss_mib,
+                      format_ms(m, true).c_str());
+        out << line;
+    }
+}
+
+// Packed and padded side by side, with the gain (padded median / packed median) of the call and of the forward pass.
+void print_two_modes(std::ostream& out, const std::vector<BatchResult>& results) {
+    char line[320];
+    std::snprintf(line, sizeof line, "%7s %7s %9s %11s %11s %7s %11s %11s %11s %11s %8s %10s %13s\n", "batch", "images",
+                  "regions", "packed ms", "padded ms", "gain", "packed p90", "padded p90", "fwd packed", "fwd padded",
+                  "fwd gain", "same top1", "peak RSS MiB");
+    out << line;
+    for (const BatchResult& r : results) {
+        const ModeResult& packed = r.modes[0];
+        const ModeResult& padded = r.modes[1];
+        char regions[32] = "-";
+        if (r.regions > 0) {
+            std::snprintf(regions, sizeof regions, "%.1f", static_cast<double>(r.regions) / r.images);
+        }
+        char forward_gain[32] = "-";
+        if (packed.has_from_features) {
+            std::snprintf(forward_gain, sizeof forward_gain, "%.3f",
+                          padded.from_features.median_ms / packed.from_features.median_ms);
+        }
+        char same[32];
+        std::snprintf(same, sizeof same, "%d/%d", same_top1(packed, padded), r.batch);
+        std::snprintf(line, sizeof line, "%7d %7d %9s %11.3f %11.3f %7.3f %11.3f %11.3f %11s %11s %8s %10s %13.1f\n",
+                      r.batch, r.images, regions, packed.timing.median_ms, padded.timing.median_ms,
+                      padded.timing.median_ms / packed.timing.median_ms, packed.timing.p90_ms, padded.timing.p90_ms,
+                      format_ms(packed, true).c_str(), format_ms(padded, true).c_str(), forward_gain, same,
+                      r.peak_rss_mib);
+        out << line;
+    }
+}
+
 void print_table(std::ostream& out,
                  const Settings& s,
+                 const BenchModel& m,
                  const vqa::ModelInfo& info,
                  double load_ms,
                  const std::vector<BatchResult>& results) {
@@ -406,17 +618,19 @@ void print_table(std::ostream& out,
                   device_name(info.device), s.precision.c_str(), s.threads, std::thread::hardware_concurrency(),
                   s.questions_per_image, s.max_batch, s.warmup, s.iters, load_ms);
     out << line;
-    std::snprintf(line, sizeof line, "%7s %7s %12s %12s %14s %14s %16s\n", "batch", "images", "median ms", "p90 ms",
-                  "questions/s", "peak RSS MiB", "forward-only ms");
-    out << line;
-    for (const BatchResult& r : results) {
-        char forward[32] = "-";
-        if (r.has_from_features) {
-            std::snprintf(forward, sizeof forward, "%.3f", r.from_features.median_ms);
-        }
-        std::snprintf(line, sizeof line, "%7d %7d %12.3f %12.3f %14.1f %14.1f %16s\n", r.batch, r.images,
-                      r.timing.median_ms, r.timing.p90_ms, r.questions_per_s, r.peak_rss_mib, forward);
-        out << line;
+    std::string padding;
+    for (const std::string& mode : s.padding) {
+        padding += (padding.empty() ? "" : ",") + mode;
+    }
+    out << "padding " << padding;
+    if (m.regions) {
+        out << ", regions per image " << m.min_count << ".." << m.max_count << " (padded to " << m.max_regions << ")";
+    }
+    out << (s.padding.size() == 2 ? "; gain = padded median / packed median" : "") << "\n";
+    if (s.padding.size() == 2) {
+        print_two_modes(out, results);
+    } else {
+        print_one_mode(out, results);
     }
 }
 
@@ -424,7 +638,9 @@ int run(Settings s) {
     if (s.max_batch == 0) {
         s.max_batch = *std::max_element(s.batches.begin(), s.batches.end());
     }
-    const BenchModel m = read_bench_model(s.model_dir);
+    s.padding = padding_modes(s.padding);
+    BenchModel m = read_bench_model(s.model_dir);
+    apply_region_counts(s, m);
     std::vector<Workload> workloads;
     for (int batch : s.batches) {
         workloads.push_back(make_workload(m, s.seed, batch, s.questions_per_image));
@@ -442,30 +658,41 @@ int run(Settings s) {
                                                 : vqa::Precision::kFp32;
     options.threads = s.threads;
     options.max_batch = s.max_batch;
-    const Clock::time_point start = Clock::now();
-    const vqa::Engine engine = vqa::Engine::load(s.model_dir, options);
-    const double load_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    // One engine per padding mode, each loaded once; load_ms is the first one's.
+    std::vector<vqa::EngineOptions> mode_options;
+    std::vector<vqa::Engine> engines;
+    double load_ms = 0.0;
+    for (const std::string& mode : s.padding) {
+        mode_options.push_back(options);
+        mode_options.back().pack_sequences = mode == "packed";
+        const Clock::time_point start = Clock::now();
+        engines.push_back(vqa::Engine::load(s.model_dir, mode_options.back()));
+        if (engines.size() == 1) {
+            load_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+        }
+    }
 
     std::vector<BatchResult> results;
     for (const Workload& w : workloads) {
-        results.push_back(run_batch(engine, w, s.warmup, s.iters));
+        results.push_back(run_batch(engines, w, s.warmup, s.iters));
     }
-    if (s.from_features || engine.info().device == vqa::Device::kCuda) {
-        // The model loaded once more, next to the engine, for the forward pass alone.
-        const vqa::tools::ForwardTimer timer(s.model_dir, options);
+    if (s.from_features || engines.front().info().device == vqa::Device::kCuda) {
+        // The model loaded once more per mode, next to the engines, for the forward pass alone.
+        std::vector<std::unique_ptr<vqa::tools::ForwardTimer>> timers;
+        for (const vqa::EngineOptions& o : mode_options) {
+            timers.push_back(std::make_unique<vqa::tools::ForwardTimer>(s.model_dir, o));
+        }
         for (std::size_t i = 0; i < workloads.size(); ++i) {
             if (workloads[i].batch > s.max_batch) {
                 continue;  // more than one forward pass: the whole-call figure covers it
             }
-            results[i].from_features =
-                summarize(timer.time(workloads[i].images, workloads[i].queries, s.warmup, s.iters));
-            results[i].has_from_features = true;
+            time_from_features(timers, workloads[i], s.warmup, s.iters, results[i]);
         }
     }
     if (s.as_json) {
-        std::cout << report_json(s, m, engine.info(), load_ms, results).dump(2) << "\n";
+        std::cout << report_json(s, m, engines.front().info(), load_ms, results).dump(2) << "\n";
     } else {
-        print_table(std::cout, s, engine.info(), load_ms, results);
+        print_table(std::cout, s, m, engines.front().info(), load_ms, results);
     }
     return 0;
 }
@@ -505,6 +732,16 @@ int main(int argc, char** argv) {
                  "also time the forward pass alone on prepared inputs (always on with the CUDA backend)");
     app.add_option("--dump-inputs", s.dump_inputs,
                    "write the questions, image indices and pixel seed used here (for tools/bench_torch.py --inputs)");
+    app.add_option("--regions", s.regions,
+                   "MIN,MAX: image m holds a region count drawn in MIN..MAX, padded by the engine with zero rows to "
+                   "max_regions (regions models; default: every image has max_regions)")
+        ->delimiter(',');
+    app.add_option("--padding", s.padding,
+                   "packed, padded or both (comma-separated): EngineOptions::pack_sequences true, false; both time one "
+                   "engine per mode, their calls alternating, and report padded / packed")
+        ->delimiter(',')
+        ->check(CLI::IsMember({"packed", "padded"}))
+        ->capture_default_str();
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -516,6 +753,9 @@ int main(int argc, char** argv) {
     }
     try {
         return run(s);
+    } catch (const UsageError& e) {
+        std::cerr << "vqa_bench: " << e.what() << "\n";
+        return 2;
     } catch (const vqa::Error& e) {
         std::cerr << "vqa_bench: error (" << vqa::error_code_name(e.code()) << "): " << e.what() << "\n";
         return 1;

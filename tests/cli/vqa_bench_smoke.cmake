@@ -75,3 +75,50 @@ if(NOT format STREQUAL "vqa_bench-inputs/1" OR NOT kind STREQUAL "pixels" OR NOT
   message(FATAL_ERROR "--dump-inputs: expected format vqa_bench-inputs/1, pixels, 3 questions in batch 3; got "
                       "${format}, ${kind}, ${questions}")
 endif()
+
+# A regions model with a spread of region counts, packed and padded in one run: both modes' figures, their ratio,
+# the same answers, and the counts in the dump.
+get_filename_component(goldens "${MODEL}" DIRECTORY)
+set(dump "${WORK}/vqa_bench_smoke_regions.json")
+file(REMOVE "${dump}")
+execute_process(
+  COMMAND "${VQA_BENCH}" --model "${goldens}/regions_box_lstm_mcan_openvqa" --batch 1,6 --iters 2 --warmup 1
+          --regions 2,5 --padding packed,padded --json --from-features --dump-inputs "${dump}"
+  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "vqa_bench --regions 2,5 --padding packed,padded exited with ${rc}\n${out}\n${err}")
+endif()
+json_get(first_mode "${out}" padding 0)
+json_get(max_count "${out}" model image region_counts 1)
+if(NOT first_mode STREQUAL "packed" OR NOT max_count EQUAL 5)
+  message(FATAL_ERROR "vqa_bench JSON: expected padding [packed, ...] and region_counts [2, 5], got ${first_mode}, "
+                      "max ${max_count}")
+endif()
+foreach(i RANGE 1)
+  foreach(mode packed padded)
+    expect_positive("${out}" results ${i} by_padding ${mode} latency_ms median)
+    expect_positive("${out}" results ${i} by_padding ${mode} from_features_ms median)
+  endforeach()
+  expect_positive("${out}" results ${i} packing_gain latency)
+  expect_positive("${out}" results ${i} packing_gain from_features)
+  json_get(batch "${out}" results ${i} batch)
+  json_get(same "${out}" results ${i} packing_gain same_top1)
+  json_get(regions "${out}" results ${i} regions)
+  if(NOT same EQUAL batch OR regions LESS 2 OR regions GREATER 10)
+    message(FATAL_ERROR "vqa_bench JSON: results[${i}]: expected packed and padded to agree on all ${batch} answers "
+                        "and 2..10 regions, got ${same} and ${regions}")
+  endif()
+endforeach()
+file(READ "${dump}" inputs)
+json_length(counts "${inputs}" batches 1 num_regions)
+json_get(count "${inputs}" batches 1 num_regions 0)
+if(NOT counts EQUAL 2 OR count LESS 2 OR count GREATER 5)
+  message(FATAL_ERROR "--dump-inputs: expected 2 region counts in 2..5 in batch 6, got ${counts}, first ${count}")
+endif()
+
+# --regions outside 1..max_regions is a usage error (exit status 2).
+execute_process(COMMAND "${VQA_BENCH}" --model "${goldens}/regions_box_lstm_mcan_openvqa" --regions 0,5
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 2 OR NOT err MATCHES "1 <= MIN <= MAX <= 6")
+  message(FATAL_ERROR "vqa_bench --regions 0,5: expected exit status 2 and the valid range, got ${rc}: ${err}")
+endif()
