@@ -1,5 +1,6 @@
-// The model of docs/model-format.md on the GPU (engine/cuda_model.h): the same graph as engine/cpu_model.cpp, on
-// the layers of engine/cuda_layers.cpp and the trunk of engine/cuda_image_encoder.cpp.
+// The model of docs/model-format.md on the GPU (engine/cuda_model.h): how its passes run. Inputs are staged through
+// one pinned buffer; a pass is packed (padding removed), or padded to a bucket and replayed as a CUDA graph, or run
+// eagerly. The stages of a pass are in engine/cuda_pass.cpp.
 #include "engine/cuda_model.h"
 
 #include <algorithm>
@@ -9,11 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/cuda_image_encoder.h"
-#include "engine/cuda_layers.h"
-#include "engine/cuda_runtime.h"
-#include "engine/model_weights.h"
-#include "engine/packing.h"
+#include "engine/cuda_pass.h"
 #include "kernels/bias_act.h"
 #include "kernels/check.h"
 #include "kernels/embedding_gather.h"
@@ -24,59 +21,20 @@
 #include "kernels/trace.h"
 
 namespace vqa {
+
+struct CudaModel::Impl {
+    ModelConfig config;
+    int64_t num_answers = 0;
+    int64_t image_tokens = 0;
+    int64_t max_batch = 0;
+    int64_t vocab_rows = 0;
+    std::size_t weight_bytes = 0;  // device memory the upload took (weights, and the library handles' own)
+    std::unique_ptr<gpu::CudaContext> ctx;
+    std::unique_ptr<gpu::GraphBase> graph;
+};
+
 namespace gpu {
 namespace {
-
-// PyTorch recurrent weights on the device (gates stacked as in cpu_layers::RecurrentWeights).
-template <typename T>
-struct DeviceRecurrent {
-    DeviceBuffer<T> weight_ih;  // [G·Hd, E]
-    DeviceBuffer<T> weight_hh;  // [G·Hd, Hd]
-    DeviceBuffer<T> bias_ih;    // [G·Hd]
-    DeviceBuffer<T> bias_hh;    // [G·Hd]
-    int64_t gates_hidden = 0;   // G·Hd
-    int64_t input = 0;          // E
-    int64_t hidden = 0;         // Hd
-
-    static DeviceRecurrent upload(const cpu_layers::RecurrentWeights& host, int64_t gates, int64_t hidden) {
-        DeviceRecurrent r;
-        r.weight_ih = DeviceBuffer<T>::upload(to_element_type<T>(host.weight_ih));
-        r.weight_hh = DeviceBuffer<T>::upload(to_element_type<T>(host.weight_hh));
-        r.bias_ih = DeviceBuffer<T>::upload(to_element_type<T>(host.bias_ih));
-        r.bias_hh = DeviceBuffer<T>::upload(to_element_type<T>(host.bias_hh));
-        r.gates_hidden = gates * hidden;
-        r.hidden = hidden;
-        r.input = hidden > 0 ? static_cast<int64_t>(host.weight_ih.size()) / (gates * hidden) : 0;
-        return r;
-    }
-};
-
-// Where the inputs of one pass landed on the device.
-struct DeviceInputs {
-    const int64_t* ids = nullptr;          // [B, L]
-    const int64_t* lengths = nullptr;      // [B]
-    const int64_t* image_index = nullptr;  // [B]
-    const float* pixels = nullptr;         // [Bi, 3, H, W]
-    const float* regions = nullptr;        // [Bi, N, F]
-    const float* boxes5 = nullptr;         // [Bi, N, 5]
-    const int32_t* bos = nullptr;          // [B], generate heads: the first decoder input
-};
-
-// The packed layout of one pass (engine/packing.h): the host runs, and where their arrays landed on the device.
-struct PassPacking {
-    PackedSequences text;          // each question's token rows (source: rows of [B, L])
-    PackedSequences images;        // each distinct image's kept tokens (source: rows of [Bi, Ni])
-    PackedSequences per_question;  // mcan: each question's copy of its image's run (source: packed image rows)
-    SharedRuns shared;             // simple: each question's keys are its image's run, read in place
-    // Filled by stage_inputs: device views of the runs and the gather indices.
-    SequenceRows text_rows;
-    SequenceRows image_rows;
-    SequenceRows question_rows;
-    SequenceRows shared_rows;
-    const int64_t* text_source = nullptr;
-    const int64_t* image_source = nullptr;
-    const int64_t* question_source = nullptr;
-};
 
 // Packs host arrays into one pinned buffer, copies it to one arena slice with a single cudaMemcpyAsync, and
 // hands out the device address of each array.
@@ -119,218 +77,10 @@ private:
     std::size_t bytes_ = 0;
 };
 
-enum class PackingMode { kAuto, kPadded, kPacked };
-
 // With CUDA graphs on, a pass is packed from this many questions up (and when packing drops a quarter of the rows).
 constexpr int64_t kPackedMinBatch = 16;
 // Packed row counts are rounded up to a multiple of this (engine/packing.h, pad_rows_to_multiple).
 constexpr int64_t kPackedRowStep = 64;
-
-// The graph in one element type.
-class GraphBase {
-public:
-    virtual ~GraphBase() = default;
-    // packing: kAuto lets the pass decide (see Graph::forward); the load passes force each layout once.
-    virtual ModelOutput forward(const ImageBatch& images,
-                                const TextBatch& text,
-                                const ActivationSink* sink,
-                                PackingMode packing) = 0;
-    virtual void set_use_graphs(bool use) = 0;
-    virtual void set_pack_sequences(bool pack) = 0;
-};
-
-}  // namespace
-}  // namespace gpu
-
-struct CudaModel::Impl {
-    ModelConfig config;
-    int64_t num_answers = 0;
-    int64_t image_tokens = 0;
-    int64_t max_batch = 0;
-    int64_t vocab_rows = 0;
-    std::size_t weight_bytes = 0;  // device memory the upload took (weights, and the library handles' own)
-    std::unique_ptr<gpu::CudaContext> ctx;
-    std::unique_ptr<gpu::GraphBase> graph;
-};
-
-namespace gpu {
-namespace {
-
-template <typename T>
-class Graph final : public GraphBase {
-public:
-    Graph(CudaContext& ctx, const cpu_layers::ModelWeights& w, int64_t max_batch)
-        : ctx_(ctx),
-          config_(w.config),
-          spec_(w.spec),
-          vocab_rows_(w.vocab_rows),
-          num_answers_(w.num_answers),
-          tokens_(w.trunk.tokens()),
-          trunk_features_(w.trunk.feature_dim()),
-          max_batch_(max_batch) {
-        const ModelConfig& c = config_;
-        if (c.image.encoder != ImageEncoder::kRegions) {
-            trunk_ = std::make_unique<CudaImageTrunk<T>>(ctx, w.trunk, max_batch);
-        } else {
-            region_features_ = w.trunk.region_features();
-            if (w.trunk.box_branch().out > 0) {
-                box_ = DeviceLinear<T>::upload(w.trunk.box_branch());
-            }
-        }
-        adapter_ = DeviceLinear<T>::upload(w.adapter);
-        embedding_ = DeviceBuffer<T>::upload(to_element_type<T>(w.embedding));
-        if (c.text.encoder == TextEncoder::kLstm) {
-            text_lstm_ = DeviceRecurrent<T>::upload(w.text_lstm, 4, c.fusion.hidden);
-        } else {
-            position_ = DeviceBuffer<T>::upload(to_element_type<T>(w.position));
-            for (const auto& layer : w.text_layers) {
-                text_layers_.push_back(DeviceSelfAttentionLayer<T>::upload(layer));
-            }
-        }
-        for (const auto& layer : w.fusion_text) {
-            fusion_text_.push_back(DeviceSelfAttentionLayer<T>::upload(layer));
-        }
-        for (const auto& layer : w.fusion_image) {
-            fusion_image_.push_back(DeviceGuidedAttentionLayer<T>::upload(layer));
-        }
-        for (const auto& layer : w.fusion_cross) {
-            fusion_cross_.push_back(DeviceCrossAttentionLayer<T>::upload(layer));
-        }
-        pool_text_ = DeviceAttentionPool<T>::upload(w.pool_text);
-        pool_image_ = DeviceAttentionPool<T>::upload(w.pool_image);
-        head_norm_ = DeviceLayerNorm::upload(w.head_norm);
-        if (c.head.type == HeadType::kClassifier) {
-            classifier_ = DeviceLinear<T>::upload(w.classifier);
-            classifier_bias_ = DeviceBuffer<float>::upload(w.classifier.bias);
-        } else {
-            head_init_ = DeviceLinear<T>::upload(w.head_init);
-            answer_embedding_ = DeviceBuffer<T>::upload(to_element_type<T>(w.answer_embedding));
-            cell_ = DeviceRecurrent<T>::upload(w.cell, c.head.cell == RecurrentCell::kGru ? 3 : 4, c.head.hidden);
-            head_out_ = DeviceLinear<T>::upload(w.head_out);
-            head_out_bias_ = DeviceBuffer<float>::upload(w.head_out.bias);
-        }
-    }
-
-    ModelOutput forward(const ImageBatch& images,
-                        const TextBatch& text,
-                        const ActivationSink* sink,
-                        PackingMode packing) override;
-    void set_use_graphs(bool use) override { use_graphs_ = use; }
-    void set_pack_sequences(bool pack) override { pack_sequences_ = pack; }
-
-    ~Graph() override {
-        for (auto& entry : graphs_) {
-            if (entry.second != nullptr) {
-                VQA_CUDA_CHECK_NOTHROW(cudaGraphExecDestroy(entry.second));
-            }
-        }
-    }
-
-private:
-    // packing, when given, has its device views filled (stage_inputs); null runs the padded layout.
-    void run_device(const LayerContext& lc,
-                    const DeviceInputs& in,
-                    int64_t images,
-                    int64_t batch,
-                    const PassPacking* packing,
-                    ModelOutput& out);
-    ModelOutput read_logits(int64_t batch) const;
-    ModelOutput run_eager(const ImageBatch& images,
-                          const TextBatch& text,
-                          const ActivationSink* sink,
-                          PassPacking* packing = nullptr);
-    ModelOutput run_graph(const ImageBatch& images, const TextBatch& text);
-    void drop_graphs_if_arena_moved();
-    void drop_graphs();
-    // The runs of a pass with its padding removed (host work: the regions' validity is read from the host copy).
-    PassPacking plan_packing(const ImageBatch& images, const TextBatch& text) const;
-    // Whether a pass that could be packed should be: see forward().
-    bool worth_packing(const PassPacking& packing, int64_t images, int64_t batch) const;
-    // Packs the inputs into pinned memory and, with to_device, queues their copy into the arena (a CUDA graph's
-    // replay only needs the packing: its captured copy reads the same pinned addresses). With `packing`, its runs
-    // travel in the same copy and its device views are filled in.
-    DeviceInputs stage_inputs(
-        const ImageBatch& images, const TextBatch& text, int64_t len, bool to_device, PassPacking* packing = nullptr);
-    // tokens: [Bi·Ni, d] padded, or the packed rows of packing->image_rows.
-    void encode_images(const LayerContext& lc,
-                       const DeviceInputs& in,
-                       int64_t count,
-                       const PassPacking* packing,
-                       T* tokens,
-                       uint8_t* valid);
-    // t: [B·L, d] padded, or the packed rows of packing->text_rows.
-    void encode_text(const LayerContext& lc,
-                     const DeviceInputs& in,
-                     int64_t batch,
-                     int64_t len,
-                     const PassPacking* packing,
-                     T* t,
-                     const uint8_t* t_valid);
-    void fuse_mcan(const LayerContext& lc,
-                   const DeviceInputs& in,
-                   const T* image_tokens,
-                   const SequenceRows& image_rows,
-                   const PassPacking* packing,
-                   T* t,
-                   const SequenceRows& text_rows,
-                   T* pooled_text,
-                   T* pooled_image);
-    void fuse_simple(const LayerContext& lc,
-                     const DeviceInputs& in,
-                     const T* image_tokens,
-                     const SequenceRows& image_rows,
-                     const PassPacking* packing,
-                     T* t,
-                     const SequenceRows& text_rows,
-                     T* pooled_text,
-                     T* pooled_image);
-    void decode_greedy(const LayerContext& lc, const DeviceInputs& in, const T* fused, int64_t batch, ModelOutput& out);
-
-    CudaContext& ctx_;
-    ModelConfig config_;
-    cpu_layers::AttentionSpec spec_;
-    int64_t vocab_rows_ = 0;
-    int64_t num_answers_ = 0;
-    int64_t tokens_ = 0;          // Ni
-    int64_t trunk_features_ = 0;  // C_img
-    int64_t region_features_ = 0;
-    int64_t max_batch_ = 0;
-    bool use_graphs_ = true;
-    bool pack_sequences_ = true;
-    PinnedBuffer pinned_in_;
-    PinnedBuffer pinned_out_;
-    // One instantiated CUDA graph per (questions, images) bucket; null until the bucket's second pass.
-    std::map<std::pair<int64_t, int64_t>, cudaGraphExec_t> graphs_;
-    uint64_t graphs_arena_generation_ = 0;  // the arena generation the non-null graphs were captured in
-    // Host copies of a padded batch (kept to reuse their capacity).
-    std::vector<int64_t> padded_ids_;
-    std::vector<int64_t> padded_lengths_;
-    std::vector<int64_t> padded_index_;
-    std::vector<float> padded_pixels_;
-    std::vector<float> padded_regions_;
-    std::vector<float> padded_boxes_;
-
-    std::unique_ptr<CudaImageTrunk<T>> trunk_;
-    DeviceLinear<T> box_;
-    DeviceLinear<T> adapter_;
-    DeviceBuffer<T> embedding_;
-    DeviceRecurrent<T> text_lstm_;
-    DeviceBuffer<T> position_;
-    std::vector<DeviceSelfAttentionLayer<T>> text_layers_;
-    std::vector<DeviceSelfAttentionLayer<T>> fusion_text_;
-    std::vector<DeviceGuidedAttentionLayer<T>> fusion_image_;
-    std::vector<DeviceCrossAttentionLayer<T>> fusion_cross_;
-    DeviceAttentionPool<T> pool_text_;
-    DeviceAttentionPool<T> pool_image_;
-    DeviceLayerNorm head_norm_;
-    DeviceLinear<T> classifier_;
-    DeviceBuffer<float> classifier_bias_;
-    DeviceLinear<T> head_init_;
-    DeviceBuffer<T> answer_embedding_;
-    DeviceRecurrent<T> cell_;
-    DeviceLinear<T> head_out_;
-    DeviceBuffer<float> head_out_bias_;
-};
 
 // Where one PackedSequences' arrays sit in the staged copy.
 struct StagedRuns {
@@ -364,6 +114,58 @@ struct StagedRuns {
     }
     const int64_t* source_on_device(const char* base) const { return reinterpret_cast<const int64_t*>(base + source); }
 };
+
+// Bucket sizes: powers of two up to max_batch, which is its own last bucket.
+int64_t bucket_of(int64_t n, int64_t max_batch) {
+    int64_t bucket = 1;
+    while (bucket < n) {
+        bucket *= 2;
+    }
+    return std::min(bucket, max_batch);
+}
+
+// The host-side checks of CpuModel::forward, and the ids against the vocabulary (the device gather cannot throw).
+void check_inputs(const ImageBatch& images,
+                  const TextBatch& text,
+                  int64_t max_length,
+                  int64_t vocab_rows,
+                  int64_t max_batch,
+                  const ImageConfig& image) {
+    VQA_CHECK(text.count >= 0, kInvalidArgument, "CudaModel::forward: TextBatch::count must be >= 0, got ", text.count);
+    if (text.count == 0) {
+        return;
+    }
+    VQA_CHECK(text.ids != nullptr && text.lengths != nullptr && text.image_index != nullptr, kInvalidArgument,
+              "CudaModel::forward: TextBatch ids, lengths and image_index must not be null");
+    VQA_CHECK(images.count >= 1 && images.count <= max_batch && text.count <= max_batch, kInvalidArgument,
+              "CudaModel::forward: expected 1..", max_batch, " images and 0..", max_batch,
+              " questions per pass (max_batch), got ", images.count, " and ", text.count);
+    // The inputs are read on the host (packed into pinned memory), so a missing one must be an error, not a crash.
+    if (image.encoder == ImageEncoder::kRegions) {
+        VQA_CHECK(images.regions != nullptr, kInvalidArgument,
+                  "CudaModel::forward: the regions encoder needs ImageBatch::regions [Bi, N, F]");
+        VQA_CHECK(!image.regions.box_features || images.boxes5 != nullptr, kInvalidArgument,
+                  "CudaModel::forward: this model uses box features; ImageBatch::boxes5 [Bi, N, 5] is required");
+    } else {
+        VQA_CHECK(images.pixels != nullptr, kInvalidArgument,
+                  "CudaModel::forward: a grid encoder needs ImageBatch::pixels [Bi, 3, ", image.input.height, ", ",
+                  image.input.width, "]");
+    }
+    for (int64_t b = 0; b < text.count; ++b) {
+        VQA_CHECK(text.lengths[b] >= 1 && text.lengths[b] <= max_length, kInvalidArgument,
+                  "CudaModel::forward: question ", b, " has length ", text.lengths[b], ", expected 1..", max_length);
+        VQA_CHECK(text.image_index[b] >= 0 && text.image_index[b] < images.count, kInvalidArgument,
+                  "CudaModel::forward: question ", b, " has image_index ", text.image_index[b], ", expected 0..",
+                  images.count - 1);
+        for (int64_t l = 0; l < max_length; ++l) {
+            const int64_t id = text.ids[b * max_length + l];
+            VQA_CHECK(id >= 0 && id < vocab_rows, kInvalidArgument, "CudaModel::forward: question ", b, " position ", l,
+                      " has token id ", id, ", outside the vocabulary [0, ", vocab_rows, ")");
+        }
+    }
+}
+
+}  // namespace
 
 template <typename T>
 DeviceInputs Graph<T>::stage_inputs(
@@ -445,371 +247,6 @@ DeviceInputs Graph<T>::stage_inputs(
     return in;
 }
 
-// §4: tokens [Bi, Ni, d] and their mask [Bi, Ni] (1 = valid); packed, the kept rows only go through the adapter.
-template <typename T>
-void Graph<T>::encode_images(const LayerContext& lc,
-                             const DeviceInputs& in,
-                             int64_t count,
-                             const PassPacking* packing,
-                             T* tokens,
-                             uint8_t* valid) {
-    const TraceRange range("image_encoder", lc.ctx.stream());
-    CudaContext& ctx = lc.ctx;
-    const cudaStream_t stream = ctx.stream();
-    const int64_t rows = count * tokens_;
-    T* features = ctx.arena().take<T>(rows * trunk_features_);  // [Bi, Ni, C_img]
-    if (trunk_ != nullptr) {
-        const ImageInputConfig& input = config_.image.input;
-        const int64_t pixel_count = count * 3 * int64_t{input.height} * input.width;
-        const T* pixels = nullptr;
-        if constexpr (std::is_same_v<T, float>) {
-            pixels = in.pixels;
-        } else {
-            T* converted = ctx.arena().take<T>(pixel_count);
-            cuda::convert<float, T>(in.pixels, converted, pixel_count, stream);
-            pixels = converted;
-        }
-        trunk_->encode(ctx, pixels, count, features);
-        VQA_CUDA_CHECK(cudaMemsetAsync(valid, 1, static_cast<std::size_t>(rows), stream));
-    } else {
-        // Regions: an all-zero feature row is padding (masked); the box branch's columns follow the features.
-        const int64_t f = region_features_;
-        cuda::nonzero_row_mask<float>(in.regions, rows, f, valid, stream);
-        RowsShape shape;
-        shape.rows = rows;
-        shape.cols = f;
-        shape.dst_row_stride = trunk_features_;
-        cuda::convert_rows<float, T>(shape, in.regions, features, stream);
-        if (box_.out > 0) {
-            T* boxes = ctx.arena().take<T>(rows * 5);
-            cuda::convert<float, T>(in.boxes5, boxes, rows * 5, stream);
-            box_.forward(ctx, boxes, rows, features + f, Epilogue::kBias, trunk_features_);
-        }
-    }
-    emit_device(lc, "image_trunk", {count, tokens_, trunk_features_}, features);
-    if (packing != nullptr) {
-        const int64_t kept = packing->image_rows.rows;
-        T* packed = ctx.arena().take<T>(kept * trunk_features_);
-        cuda::gather_rows<T>(features, rows, packing->image_source, kept, trunk_features_, packed, stream);
-        adapter_.forward(ctx, packed, kept, tokens);
-        return;  // no sink on a packed pass
-    }
-    adapter_.forward(ctx, features, rows, tokens);
-    emit_device(lc, "image_tokens", {count, tokens_, spec_.dim}, tokens);
-    emit_mask(lc, "image_mask", {count, tokens_}, valid);
-}
-
-// §5: text tokens t [B, L, d], or packed: the LSTM runs padded and its valid rows are gathered (it is causal); the
-// transformer's positions are added padded and its layers run packed.
-template <typename T>
-void Graph<T>::encode_text(const LayerContext& lc,
-                           const DeviceInputs& in,
-                           int64_t batch,
-                           int64_t len,
-                           const PassPacking* packing,
-                           T* t,
-                           const uint8_t* t_valid) {
-    const TraceRange range("text_encoder", lc.ctx.stream());
-    CudaContext& ctx = lc.ctx;
-    const cudaStream_t stream = ctx.stream();
-    const int64_t rows = batch * len;
-    const int64_t e = config_.text.embed_dim;
-    const int64_t d = spec_.dim;
-    T* embedded = ctx.arena().take<T>(rows * e);                         // [B, L, E]
-    T* padded = packing != nullptr ? ctx.arena().take<T>(rows * d) : t;  // [B, L, d] before packing
-    const SequenceRows text_rows = packing != nullptr ? packing->text_rows : SequenceRows::padded(batch, len, t_valid);
-    const auto pack = [&] {
-        if (packing != nullptr) {
-            cuda::gather_rows<T>(padded, rows, packing->text_source, text_rows.rows, d, t, stream);
-        }
-    };
-    cuda::embedding_gather<T, int64_t>(in.ids, rows, embedding_.data(), vocab_rows_, e, embedded, nullptr, stream);
-    emit_device(lc, "text_embedded", {batch, len, e}, embedded);
-    if (config_.text.encoder == TextEncoder::kLstm) {
-        // One GEMM projects every step's input (b_ih in its epilogue); then per step one GEMM of the previous h
-        // and the gate kernel, which adds b_hh and keeps the cell state in float.
-        const DeviceRecurrent<T>& lstm = text_lstm_;
-        T* gx = ctx.arena().take<T>(rows * lstm.gates_hidden);  // [B, L, 4d]
-        linear<T>(ctx, {embedded, rows, e, 0}, lstm.weight_ih.data(), lstm.bias_ih.data(), gx, lstm.gates_hidden,
-                  Epilogue::kBias);
-        T* gh = ctx.arena().take<T>(batch * lstm.gates_hidden);  // [B, 4d]
-        float* c = ctx.arena().take<float>(batch * d);
-        const RnnGatesParams params = lstm_sequence_gates_params(batch, len, d);
-        for (int64_t step = 0; step < len; ++step) {
-            if (step > 0) {
-                linear<T>(ctx, {padded + (step - 1) * d, batch, d, len * d}, lstm.weight_hh.data(), nullptr, gh,
-                          lstm.gates_hidden, Epilogue::kNone);
-            }
-            cuda::lstm_gates<T>(params, gx + step * lstm.gates_hidden, step > 0 ? gh : nullptr, nullptr,
-                                lstm.bias_hh.data(), step > 0 ? c : nullptr, c, padded + step * d, stream);
-        }
-        pack();
-    } else {
-        VQA_CUDA_CHECK(cudaMemcpyAsync(padded, embedded, static_cast<std::size_t>(rows * d) * sizeof(T),
-                                       cudaMemcpyDeviceToDevice, stream));
-        cuda::add_position<T>(padded, position_.data(), batch, len, d, stream);
-        pack();
-        for (std::size_t i = 0; i < text_layers_.size(); ++i) {
-            self_attention_layer(lc, text_layers_[i], t, text_rows, "text.layers." + std::to_string(i));
-        }
-    }
-    emit_mask(lc, "text_mask", {batch, len}, t_valid);
-    emit_device(lc, "text_tokens", {batch, len, d}, t);
-}
-
-// §6.4 mcan and §7: text SA_i; the image tokens gathered per question (packed: each question's copy of its image's
-// kept rows), SGA_i; both poolings.
-template <typename T>
-void Graph<T>::fuse_mcan(const LayerContext& lc,
-                         const DeviceInputs& in,
-                         const T* image_tokens,
-                         const SequenceRows& image_rows,
-                         const PassPacking* packing,
-                         T* t,
-                         const SequenceRows& text_rows,
-                         T* pooled_text,
-                         T* pooled_image) {
-    CudaContext& ctx = lc.ctx;
-    const cudaStream_t stream = ctx.stream();
-    const int64_t d = spec_.dim;
-    const int64_t batch = text_rows.batch;
-    const int64_t len = text_rows.len;
-    for (std::size_t i = 0; i < fusion_text_.size(); ++i) {
-        const std::string name = "fusion.text." + std::to_string(i);
-        self_attention_layer(lc, fusion_text_[i], t, text_rows, name);
-        emit_device(lc, name, {batch, len, d}, t);
-    }
-    SequenceRows vs;
-    T* v = nullptr;
-    if (packing != nullptr) {
-        vs = packing->question_rows;
-        v = ctx.arena().take<T>(vs.rows * d);
-        cuda::gather_rows<T>(image_tokens, image_rows.rows, packing->question_source, vs.rows, d, v, stream);
-    } else {
-        v = ctx.arena().take<T>(batch * tokens_ * d);                   // [B, Ni, d]
-        uint8_t* v_valid = ctx.arena().take<uint8_t>(batch * tokens_);  // [B, Ni]
-        cuda::gather_rows<T>(image_tokens, image_rows.batch, in.image_index, batch, tokens_ * d, v, stream);
-        cuda::gather_rows<uint8_t>(image_rows.mask, image_rows.batch, in.image_index, batch, tokens_, v_valid, stream);
-        vs = SequenceRows::padded(batch, tokens_, v_valid);
-    }
-    for (std::size_t i = 0; i < fusion_image_.size(); ++i) {
-        const std::string name = "fusion.image." + std::to_string(i);
-        guided_attention_layer(lc, fusion_image_[i], v, vs, t, text_rows, name);
-        emit_device(lc, name, {batch, tokens_, d}, v);
-    }
-    attention_pool(lc, pool_image_, v, vs, pooled_image, "pool.image");
-    attention_pool(lc, pool_text_, t, text_rows, pooled_text, "pool.text");
-}
-
-// §6.4 simple and §7: text GA_i over the image tokens, whose keys, values and pooling are computed once per
-// distinct image and gathered per question (packed: each question's key run points at its image's rows).
-template <typename T>
-void Graph<T>::fuse_simple(const LayerContext& lc,
-                           const DeviceInputs& in,
-                           const T* image_tokens,
-                           const SequenceRows& image_rows,
-                           const PassPacking* packing,
-                           T* t,
-                           const SequenceRows& text_rows,
-                           T* pooled_text,
-                           T* pooled_image) {
-    CudaContext& ctx = lc.ctx;
-    const cudaStream_t stream = ctx.stream();
-    const int64_t d = spec_.dim;
-    const int64_t batch = text_rows.batch;
-    const int64_t images = image_rows.batch;
-    const int64_t block = tokens_ * d;  // padded: one image's K (or V) in [H, Ni, Dh]
-    SequenceRows ks;
-    T* k = nullptr;
-    T* v = nullptr;
-    if (packing != nullptr) {
-        ks = packing->shared_rows;
-    } else {
-        uint8_t* v_valid = ctx.arena().take<uint8_t>(batch * tokens_);
-        cuda::gather_rows<uint8_t>(image_rows.mask, images, in.image_index, batch, tokens_, v_valid, stream);
-        ks = SequenceRows::padded(batch, tokens_, v_valid);
-        k = ctx.arena().take<T>(batch * block);
-        v = ctx.arena().take<T>(batch * block);
-    }
-    for (std::size_t i = 0; i < fusion_cross_.size(); ++i) {
-        const std::string name = "fusion.text." + std::to_string(i);
-        const HeadOutputs<T> kv_images = project_key_value(lc, fusion_cross_[i].cross_att, image_tokens, image_rows);
-        if (packing != nullptr) {
-            cross_attention_layer(lc, fusion_cross_[i], t, text_rows, kv_images.group[0], kv_images.group[1], ks, name);
-            continue;
-        }
-        cuda::gather_rows<T>(kv_images.group[0], images, in.image_index, batch, block, k, stream);
-        cuda::gather_rows<T>(kv_images.group[1], images, in.image_index, batch, block, v, stream);
-        cross_attention_layer(lc, fusion_cross_[i], t, text_rows, k, v, ks, name);
-        emit_device(lc, name, {batch, text_rows.len, d}, t);
-    }
-    const int64_t out_dim = pool_image_.merge.out;
-    const int64_t glimpses = pool_image_.fc2.out;
-    T* pooled_images = ctx.arena().take<T>(images * out_dim);
-    float* weights = ctx.arena().take<float>(image_rows.rows * glimpses);
-    const LayerContext quiet{lc.ctx, lc.spec, nullptr};
-    attention_pool(quiet, pool_image_, image_tokens, image_rows, pooled_images, "pool.image", weights);
-    cuda::gather_rows<T>(pooled_images, images, in.image_index, batch, out_dim, pooled_image, stream);
-    if (lc.sink != nullptr && packing == nullptr) {
-        float* per_question = ctx.arena().take<float>(batch * tokens_ * glimpses);
-        cuda::gather_rows<float>(weights, images, in.image_index, batch, tokens_ * glimpses, per_question, stream);
-        emit_device(lc, "pool.image.weights", {batch, tokens_, glimpses}, per_question);
-    }
-    attention_pool(lc, pool_text_, t, text_rows, pooled_text, "pool.text");
-}
-
-// §8 generate: greedy decoding, every step on the device (greedy_step keeps the done flags, the tokens and the
-// sequence scores there), so the loop never waits for the host; rows that finished keep stepping with the batch
-// and record nothing, as on the CPU.
-template <typename T>
-void Graph<T>::decode_greedy(
-    const LayerContext& lc, const DeviceInputs& in, const T* fused, int64_t batch, ModelOutput& out) {
-    const TraceRange range("head.generate", lc.ctx.stream());
-    CudaContext& ctx = lc.ctx;
-    const cudaStream_t stream = ctx.stream();
-    const HeadConfig& head = config_.head;
-    const int64_t hidden = head.hidden;
-    const int64_t steps = head.max_length;
-    const int64_t answers = num_answers_;
-    const DeviceRecurrent<T>& cell = cell_;
-    T* h = ctx.arena().take<T>(batch * hidden);
-    head_init_.forward(ctx, fused, batch, h);
-    cuda::bias_act<T>(h, nullptr, nullptr, h, batch, hidden, cpu::Activation::kTanh, stream);  // h0 = tanh(init(f))
-    float* c = ctx.arena().take<float>(batch * hidden);                                        // LSTM: c0 = 0
-    VQA_CUDA_CHECK(cudaMemsetAsync(c, 0, static_cast<std::size_t>(batch * hidden) * sizeof(float), stream));
-    int32_t* token = ctx.arena().take<int32_t>(batch);
-    VQA_CUDA_CHECK(cudaMemcpyAsync(token, in.bos, static_cast<std::size_t>(batch) * sizeof(int32_t),
-                                   cudaMemcpyDeviceToDevice, stream));
-    T* input = ctx.arena().take<T>(batch * head.embed_dim);
-    T* gx = ctx.arena().take<T>(batch * cell.gates_hidden);
-    T* gh = ctx.arena().take<T>(batch * cell.gates_hidden);
-    float* logits = ctx.arena().take<float>(batch * answers);
-    uint8_t* done = ctx.arena().take<uint8_t>(batch);
-    float* scores = ctx.arena().take<float>(batch);
-    int32_t* tokens = ctx.arena().take<int32_t>(batch * steps);
-    std::vector<float> step_logits(lc.sink != nullptr ? static_cast<std::size_t>(batch * steps * answers) : 0, 0.0f);
-    GreedyStepParams params;
-    params.batch = batch;
-    params.num_answers = answers;
-    params.max_steps = steps;
-    params.eos_id = head.eos_id;
-    for (int64_t step = 0; step < steps; ++step) {
-        cuda::embedding_gather<T, int32_t>(token, batch, answer_embedding_.data(), answers, head.embed_dim, input,
-                                           nullptr, stream);
-        linear<T>(ctx, {input, batch, head.embed_dim, 0}, cell.weight_ih.data(), nullptr, gx, cell.gates_hidden,
-                  Epilogue::kNone);
-        linear<T>(ctx, {h, batch, hidden, 0}, cell.weight_hh.data(), nullptr, gh, cell.gates_hidden, Epilogue::kNone);
-        if (head.cell == RecurrentCell::kLstm) {
-            cuda::lstm_gates<T>(lstm_cell_gates_params(batch, hidden), gx, gh, cell.bias_ih.data(), cell.bias_hh.data(),
-                                c, c, h, stream);
-        } else {
-            cuda::gru_gates<T>(gru_cell_gates_params(batch, hidden), gx, gh, cell.bias_ih.data(), cell.bias_hh.data(),
-                               h, h, stream);
-        }
-        linear_to_float<T>(ctx, {h, batch, hidden, 0}, head_out_.weight.data(), head_out_bias_.data(), logits, answers,
-                           Epilogue::kBias);
-        params.step = step;
-        cuda::greedy_step<float>(params, logits, token, done, scores, tokens, stream);
-        if (lc.sink != nullptr) {
-            std::vector<float> host(static_cast<std::size_t>(batch * answers));
-            VQA_CUDA_CHECK(
-                cudaMemcpyAsync(host.data(), logits, host.size() * sizeof(float), cudaMemcpyDeviceToHost, stream));
-            ctx.synchronize();
-            for (int64_t b = 0; b < batch; ++b) {
-                std::copy_n(host.data() + b * answers, answers, step_logits.data() + (b * steps + step) * answers);
-            }
-        }
-    }
-    std::vector<int32_t> host_tokens(static_cast<std::size_t>(batch * steps));
-    out.sequence_scores.assign(static_cast<std::size_t>(batch), 0.0f);
-    VQA_CUDA_CHECK(cudaMemcpyAsync(host_tokens.data(), tokens, host_tokens.size() * sizeof(int32_t),
-                                   cudaMemcpyDeviceToHost, stream));
-    VQA_CUDA_CHECK(cudaMemcpyAsync(out.sequence_scores.data(), scores, out.sequence_scores.size() * sizeof(float),
-                                   cudaMemcpyDeviceToHost, stream));
-    ctx.synchronize();
-    out.tokens.assign(static_cast<std::size_t>(batch), {});
-    for (int64_t b = 0; b < batch; ++b) {
-        for (int64_t step = 0; step < steps; ++step) {
-            const int32_t id = host_tokens[static_cast<std::size_t>(b * steps + step)];
-            if (id < 0) {
-                break;
-            }
-            out.tokens[static_cast<std::size_t>(b)].push_back(id);
-        }
-    }
-    if (lc.sink != nullptr) {
-        // Steps after a row finished are zero in the golden files, as on the CPU.
-        for (int64_t b = 0; b < batch; ++b) {
-            const auto recorded = static_cast<int64_t>(out.tokens[static_cast<std::size_t>(b)].size());
-            std::fill(step_logits.begin() + (b * steps + recorded) * answers,
-                      step_logits.begin() + (b + 1) * steps * answers, 0.0f);
-        }
-        (*lc.sink)("scores", {batch}, out.sequence_scores.data());
-        (*lc.sink)("step_logits", {batch, steps, answers}, step_logits.data());
-    }
-}
-
-// Queues the whole pass after the inputs' copy: every kernel up to the classifier's logits, copied into the
-// pinned output buffer (classifier heads), or the greedy decoder (generate heads, which reads its results back
-// itself). Returns nothing; the caller synchronises.
-template <typename T>
-void Graph<T>::run_device(const LayerContext& lc,
-                          const DeviceInputs& in,
-                          int64_t images,
-                          int64_t batch,
-                          const PassPacking* packing,
-                          ModelOutput& out) {
-    CudaContext& ctx = lc.ctx;
-    const cudaStream_t stream = ctx.stream();
-    const int64_t len = config_.text.tokenizer.max_length;
-    const int64_t d = spec_.dim;
-    const SequenceRows padded_images = SequenceRows::padded(images, tokens_, nullptr);
-    const int64_t image_rows_count = packing != nullptr ? packing->image_rows.rows : images * tokens_;
-    T* image_tokens = ctx.arena().take<T>(image_rows_count * d);         // [Bi·Ni or Ti, d]
-    uint8_t* image_valid = ctx.arena().take<uint8_t>(images * tokens_);  // [Bi, Ni]
-    encode_images(lc, in, images, packing, image_tokens, image_valid);
-    SequenceRows image_rows = packing != nullptr ? packing->image_rows : padded_images;
-    if (packing == nullptr) {
-        image_rows.mask = image_valid;
-    }
-
-    uint8_t* t_valid = ctx.arena().take<uint8_t>(batch * len);  // [B, L]
-    cuda::lengths_to_mask(in.lengths, batch, len, t_valid, stream);
-    const SequenceRows text_rows = packing != nullptr ? packing->text_rows : SequenceRows::padded(batch, len, t_valid);
-    T* t = ctx.arena().take<T>(text_rows.rows * d);  // [B·L or Tq, d]
-    encode_text(lc, in, batch, len, packing, t, t_valid);
-
-    const int64_t out_dim = config_.pool.out_dim;
-    T* pooled_text = ctx.arena().take<T>(batch * out_dim);
-    T* pooled_image = ctx.arena().take<T>(batch * out_dim);
-    {  // the fusion layers and the poolings open their own ranges, as on the CPU
-        if (config_.fusion.type == FusionType::kMcan) {
-            fuse_mcan(lc, in, image_tokens, image_rows, packing, t, text_rows, pooled_text, pooled_image);
-        } else {
-            fuse_simple(lc, in, image_tokens, image_rows, packing, t, text_rows, pooled_text, pooled_image);
-        }
-    }
-    emit_device(lc, "pooled_text", {batch, out_dim}, pooled_text);
-    emit_device(lc, "pooled_image", {batch, out_dim}, pooled_image);
-    T* fused = ctx.arena().take<T>(batch * out_dim);  // f = LN(pooled_text + pooled_image)
-    {
-        const TraceRange range("head.norm", stream);
-        head_norm_.forward(ctx, pooled_text, pooled_image, fused, batch);
-    }
-    emit_device(lc, "fused", {batch, out_dim}, fused);
-
-    if (config_.head.type == HeadType::kClassifier) {
-        const TraceRange range("head.classifier", stream);
-        float* logits = ctx.arena().take<float>(batch * num_answers_);
-        linear_to_float<T>(ctx, {fused, batch, out_dim, 0}, classifier_.weight.data(), classifier_bias_.data(), logits,
-                           num_answers_, Epilogue::kBias);
-        const std::size_t bytes = static_cast<std::size_t>(batch * num_answers_) * sizeof(float);
-        VQA_CUDA_CHECK(cudaMemcpyAsync(pinned_out_.reserve(bytes), logits, bytes, cudaMemcpyDeviceToHost, stream));
-    } else {
-        decode_greedy(lc, in, fused, batch, out);
-    }
-}
-
 template <typename T>
 ModelOutput Graph<T>::read_logits(int64_t batch) const {
     ModelOutput out;
@@ -836,15 +273,6 @@ ModelOutput Graph<T>::run_eager(const ImageBatch& images,
         }
     }
     return out;
-}
-
-// Bucket sizes: powers of two up to max_batch, which is its own last bucket.
-int64_t bucket_of(int64_t n, int64_t max_batch) {
-    int64_t bucket = 1;
-    while (bucket < n) {
-        bucket *= 2;
-    }
-    return std::min(bucket, max_batch);
 }
 
 // reset() replaces the arena's chunks after a pass outgrew them (a pass with an activation sink takes more than the
@@ -1011,53 +439,21 @@ ModelOutput Graph<T>::forward(const ImageBatch& images,
     return run_eager(images, text, sink);
 }
 
-// The host-side checks of CpuModel::forward, and the ids against the vocabulary (the device gather cannot throw).
-void check_inputs(const ImageBatch& images,
-                  const TextBatch& text,
-                  int64_t max_length,
-                  int64_t vocab_rows,
-                  int64_t max_batch,
-                  const ImageConfig& image) {
-    VQA_CHECK(text.count >= 0, kInvalidArgument, "CudaModel::forward: TextBatch::count must be >= 0, got ", text.count);
-    if (text.count == 0) {
-        return;
-    }
-    VQA_CHECK(text.ids != nullptr && text.lengths != nullptr && text.image_index != nullptr, kInvalidArgument,
-              "CudaModel::forward: TextBatch ids, lengths and image_index must not be null");
-    VQA_CHECK(images.count >= 1 && images.count <= max_batch && text.count <= max_batch, kInvalidArgument,
-              "CudaModel::forward: expected 1..", max_batch, " images and 0..", max_batch,
-              " questions per pass (max_batch), got ", images.count, " and ", text.count);
-    // The inputs are read on the host (packed into pinned memory), so a missing one must be an error, not a crash.
-    if (image.encoder == ImageEncoder::kRegions) {
-        VQA_CHECK(images.regions != nullptr, kInvalidArgument,
-                  "CudaModel::forward: the regions encoder needs ImageBatch::regions [Bi, N, F]");
-        VQA_CHECK(!image.regions.box_features || images.boxes5 != nullptr, kInvalidArgument,
-                  "CudaModel::forward: this model uses box features; ImageBatch::boxes5 [Bi, N, 5] is required");
-    } else {
-        VQA_CHECK(images.pixels != nullptr, kInvalidArgument,
-                  "CudaModel::forward: a grid encoder needs ImageBatch::pixels [Bi, 3, ", image.input.height, ", ",
-                  image.input.width, "]");
-    }
-    for (int64_t b = 0; b < text.count; ++b) {
-        VQA_CHECK(text.lengths[b] >= 1 && text.lengths[b] <= max_length, kInvalidArgument,
-                  "CudaModel::forward: question ", b, " has length ", text.lengths[b], ", expected 1..", max_length);
-        VQA_CHECK(text.image_index[b] >= 0 && text.image_index[b] < images.count, kInvalidArgument,
-                  "CudaModel::forward: question ", b, " has image_index ", text.image_index[b], ", expected 0..",
-                  images.count - 1);
-        for (int64_t l = 0; l < max_length; ++l) {
-            const int64_t id = text.ids[b * max_length + l];
-            VQA_CHECK(id >= 0 && id < vocab_rows, kInvalidArgument, "CudaModel::forward: question ", b, " position ", l,
-                      " has token id ", id, ", outside the vocabulary [0, ", vocab_rows, ")");
-        }
-    }
-}
-
 template <typename T>
 std::unique_ptr<GraphBase> make_graph(CudaContext& ctx, const cpu_layers::ModelWeights& w, int64_t max_batch) {
     return std::make_unique<Graph<T>>(ctx, w, max_batch);
 }
 
-}  // namespace
+// The class is instantiated in cuda_pass.cpp, with the members defined there; the rest of its virtual interface
+// is defined here.
+#define VQA_INSTANTIATE_GRAPH(T)                                                                                     \
+    template ModelOutput Graph<T>::forward(const ImageBatch&, const TextBatch&, const ActivationSink*, PackingMode); \
+    template std::unique_ptr<GraphBase> make_graph<T>(CudaContext&, const cpu_layers::ModelWeights&, int64_t);
+
+VQA_INSTANTIATE_GRAPH(float)
+VQA_INSTANTIATE_GRAPH(__half)
+VQA_INSTANTIATE_GRAPH(__nv_bfloat16)
+
 }  // namespace gpu
 
 CudaModel::CudaModel(const ModelDir& dir, const CudaModelOptions& options) : impl_(std::make_unique<Impl>()) {
