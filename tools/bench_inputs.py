@@ -1,4 +1,4 @@
-"""The synthetic inputs of vqa_bench (tools/vqa_bench.cpp), reproduced bit for bit in Python.
+"""The synthetic inputs of vqa_bench (tools/bench_synthetic.cpp), reproduced bit for bit in Python.
 
 Every value comes from splitmix64 over a counter: value i of stream `index` of a family is
 splitmix64(splitmix64(splitmix64(seed ^ tag) + index) + i) (mod 2^64). Image m (pixels, or region features and
