@@ -10,7 +10,7 @@ apt_packages=(
   build-essential cmake ninja-build pkg-config
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libstb-dev libjpeg-dev libpng-dev
   libzip-dev
-  libopenblas-dev
+  libopenblas-dev libopenblas-openmp-dev
   clang libclang-rt-14-dev libomp-dev
   python3 python3-venv python3-pip python3-torch python3-torchvision python3-numpy python3-pil python3-pytest
 )
