@@ -4,8 +4,10 @@
 #include "engine/cuda_model.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -77,10 +79,9 @@ private:
     std::size_t bytes_ = 0;
 };
 
-// With CUDA graphs on, a pass is packed from this many questions up (and when packing drops a quarter of the rows).
-constexpr int64_t kPackedMinBatch = 16;
-// Packed row counts are rounded up to a multiple of this (engine/packing.h, pad_rows_to_multiple).
-constexpr int64_t kPackedRowStep = 64;
+// Packed buckets beyond this many run eagerly, uncaptured (a workload whose row counts keep changing); padded
+// buckets (at most log2(max_batch)² of them) are always captured.
+constexpr int64_t kMaxPackedGraphs = 64;
 
 // Where one PackedSequences' arrays sit in the staged copy.
 struct StagedRuns {
@@ -299,7 +300,7 @@ void Graph<T>::drop_graphs() {
 }
 
 template <typename T>
-ModelOutput Graph<T>::run_graph(const ImageBatch& images, const TextBatch& text) {
+ModelOutput Graph<T>::run_graph(const ImageBatch& images, const TextBatch& text, bool may_pack) {
     // Pad to the bucket: extra questions repeat question 0 (about image 0), extra images are zeros that no question
     // reads. Each row of the model depends on its own question and image only, so the real rows are unchanged.
     const int64_t len = config_.text.tokenizer.max_length;
@@ -310,7 +311,7 @@ ModelOutput Graph<T>::run_graph(const ImageBatch& images, const TextBatch& text)
     padded_index_.assign(text.image_index, text.image_index + text.count);
     for (int64_t b = text.count; b < batch; ++b) {
         padded_ids_.insert(padded_ids_.end(), text.ids, text.ids + len);
-        padded_lengths_.push_back(text.lengths[0]);
+        padded_lengths_.push_back(1);  // its output is dropped: the shortest question costs the fewest packed rows
         padded_index_.push_back(0);
     }
     ImageBatch padded_images = images;
@@ -328,15 +329,31 @@ ModelOutput Graph<T>::run_graph(const ImageBatch& images, const TextBatch& text)
     padded_images.regions = pad_images(images.regions, tokens_ * region_features_, padded_regions_);
     padded_images.boxes5 = pad_images(images.boxes5, tokens_ * 5, padded_boxes_);
     const TextBatch padded_text{batch, padded_ids_.data(), padded_lengths_.data(), padded_index_.data()};
+    std::optional<PassPacking> packed;
+    if (may_pack) {
+        PassPacking planned = plan_packing(padded_images, padded_text, images.count);
+        shape_for_graph(planned, image_count, batch);
+        if (worth_packing(planned, image_count, batch)) {
+            packed = std::move(planned);
+        }
+    }
+    PassPacking* packing = packed ? &*packed : nullptr;
 
     drop_graphs_if_arena_moved();
-    const auto key = std::make_pair(batch, image_count);
+    const std::array<int64_t, 5> key{batch, image_count, packed ? packed->text.total() : 0,
+                                     packed ? packed->images.total() : 0, packed ? packed->per_question.total() : 0};
     auto found = graphs_.find(key);
+    if (found == graphs_.end() && packed && packed_graphs_ >= kMaxPackedGraphs) {
+        // Too many packed buckets seen (row counts that keep changing): eagerly, packed as tightly as it goes.
+        PassPacking tight = plan_packing(images, text, images.count);
+        return run_eager(images, text, nullptr, &tight);
+    }
     if (found == graphs_.end()) {
         // First pass of a bucket: eager, which plans every cuBLASLt and cuDNN call of this shape; the next pass
         // captures the then plan-free sequence of launches.
-        ModelOutput out = run_eager(padded_images, padded_text, nullptr);
+        ModelOutput out = run_eager(padded_images, padded_text, nullptr, packing);
         graphs_.emplace(key, nullptr);
+        packed_graphs_ += packed ? 1 : 0;
         out.logits.resize(static_cast<std::size_t>(text.count * num_answers_));
         return out;
     }
@@ -349,72 +366,40 @@ ModelOutput Graph<T>::run_graph(const ImageBatch& images, const TextBatch& text)
         VQA_CUDA_CHECK(cudaStreamBeginCapture(ctx_.stream(), cudaStreamCaptureModeThreadLocal));
         ModelOutput unused;
         try {
-            const DeviceInputs in = stage_inputs(padded_images, padded_text, len, true);
-            run_device(lc, in, image_count, batch, nullptr, unused);
+            const DeviceInputs in = stage_inputs(padded_images, padded_text, len, true, packing);
+            run_device(lc, in, image_count, batch, packing, unused);
         } catch (...) {
             cudaGraph_t abandoned = nullptr;
             cudaStreamEndCapture(ctx_.stream(), &abandoned);
             if (abandoned != nullptr) {
                 cudaGraphDestroy(abandoned);
             }
+            // The failed call's error and EndCapture's are this pass's; the next pass's launch checks must not see
+            // them.
+            static_cast<void>(cudaGetLastError());
             throw;
         }
         VQA_CUDA_CHECK(cudaStreamEndCapture(ctx_.stream(), &graph));
-        VQA_CHECK(static_cast<std::size_t>(ctx_.arena().chunk_count()) == arena_chunks, kInternal,
-                  "CUDA graph capture: the workspace arena grew during capture");
+        if (static_cast<std::size_t>(ctx_.arena().chunk_count()) != arena_chunks) {
+            cudaGraphDestroy(graph);
+            throw Error(ErrorCode::kInternal, "CUDA graph capture: the workspace arena grew during capture");
+        }
         cudaGraphExec_t exec = nullptr;
         const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
         cudaGraphDestroy(graph);
         VQA_CUDA_CHECK(status);
         found->second = exec;
     } else {
-        stage_inputs(padded_images, padded_text, len, false);  // the captured copy reads the pinned buffer
+        stage_inputs(padded_images, padded_text, len, false, packing);  // the captured copy reads the pinned buffer
+        if (found->second == nullptr) {  // staging dropped the graphs (it never does for a bucket already seen)
+            ModelOutput out = run_eager(padded_images, padded_text, nullptr, packing);
+            out.logits.resize(static_cast<std::size_t>(text.count * num_answers_));
+            return out;
+        }
     }
     VQA_CUDA_CHECK(cudaGraphLaunch(found->second, ctx_.stream()));
     ctx_.synchronize();
     return read_logits(text.count);
-}
-
-template <typename T>
-PassPacking Graph<T>::plan_packing(const ImageBatch& images, const TextBatch& text) const {
-    PassPacking packing;
-    const int64_t len = config_.text.tokenizer.max_length;
-    packing.text = pack_prefixes(text.lengths, text.count, len);
-    std::vector<uint8_t> valid;
-    if (config_.image.encoder == ImageEncoder::kRegions) {
-        valid = nonzero_rows(images.regions, images.count * tokens_, region_features_);
-    } else {
-        valid.assign(static_cast<std::size_t>(images.count * tokens_), 1);  // grid tokens are never masked
-    }
-    packing.images = pack_valid_rows(valid.data(), images.count, tokens_, spec_.masked_row == cpu::MaskedRow::kUniform);
-    if (config_.fusion.type == FusionType::kMcan) {
-        packing.per_question = repeat_runs(packing.images, text.image_index, text.count);
-    } else {
-        packing.shared = share_runs(packing.images, text.image_index, text.count);
-    }
-    // Row counts in steps of kPackedRowStep: cuBLASLt plans are cached per shape, and exact counts would make a
-    // new shape (and a heuristic query) of nearly every packed pass.
-    pad_rows_to_multiple(packing.text, kPackedRowStep);
-    pad_rows_to_multiple(packing.images, kPackedRowStep);
-    pad_rows_to_multiple(packing.per_question, kPackedRowStep);
-    return packing;
-}
-
-// The rows the layers process either way: text, plus the image rows of the fusion stack (per question for mcan,
-// per distinct image for simple).
-template <typename T>
-bool Graph<T>::worth_packing(const PassPacking& packing, int64_t images, int64_t batch) const {
-    const int64_t len = config_.text.tokenizer.max_length;
-    const bool mcan = config_.fusion.type == FusionType::kMcan;
-    const int64_t padded = batch * len + (mcan ? batch : images) * tokens_;
-    const int64_t packed = packing.text.total() + (mcan ? packing.per_question.total() : packing.images.total());
-    const bool graphs = use_graphs_ && config_.head.type == HeadType::kClassifier;
-    if (!graphs) {
-        return packed < padded;
-    }
-    // A packed pass runs eagerly (its shapes change from pass to pass) while a padded one replays a CUDA graph: for
-    // small batches the launches dominate and the graph wins; docs/padding-removal.md.
-    return batch >= kPackedMinBatch && packed * 4 <= padded * 3;
 }
 
 template <typename T>
@@ -423,18 +408,23 @@ ModelOutput Graph<T>::forward(const ImageBatch& images,
                               const ActivationSink* sink,
                               PackingMode packing_mode) {
     // A sink gets every tensor in the padded layout of the golden files, so its passes are padded.
-    if (sink == nullptr && packing_mode != PackingMode::kPadded &&
-        (pack_sequences_ || packing_mode == PackingMode::kPacked)) {
-        PassPacking packing = plan_packing(images, text);
-        if (packing_mode == PackingMode::kPacked || worth_packing(packing, images.count, text.count)) {
-            return run_eager(images, text, nullptr, &packing);
-        }
+    const bool may_pack = sink == nullptr && (packing_mode == PackingMode::kPacked ||
+                                              (packing_mode == PackingMode::kAuto && pack_sequences_));
+    if (packing_mode == PackingMode::kPacked) {  // the load pass: the largest packed pass, eagerly
+        PassPacking packing = plan_packing(images, text, images.count);
+        return run_eager(images, text, nullptr, &packing);
     }
     // CUDA graphs replay a fixed sequence of launches: for classifier heads without a sink or a recording profile
-    // (a profile wants each stage's events, which a replay does not record).
+    // (a profile wants each stage's events, which a replay does not record). Packed passes are captured too.
     const bool recording = vqa::detail::trace_thread_state.recorder != nullptr;
     if (use_graphs_ && sink == nullptr && !recording && config_.head.type == HeadType::kClassifier) {
-        return run_graph(images, text);
+        return run_graph(images, text, may_pack);
+    }
+    if (may_pack) {
+        PassPacking packing = plan_packing(images, text, images.count);
+        if (worth_packing(packing, images.count, text.count)) {
+            return run_eager(images, text, nullptr, &packing);
+        }
     }
     return run_eager(images, text, sink);
 }

@@ -26,10 +26,12 @@ struct CudaModelOptions {
     Precision precision = Precision::kFp32;  // element type of weights and activations
     int64_t max_batch = 64;                  // questions (and distinct images) per forward pass
     // Classifier passes without an activation sink are padded to a bucket (powers of two up to max_batch) and
-    // replayed as one CUDA graph per (questions, images) bucket, captured on the bucket's second pass.
+    // replayed as one CUDA graph per (questions, images) bucket, captured on the bucket's second pass (packed
+    // passes: per bucket of their row counts too, docs/padding-removal.md).
     bool cuda_graphs = true;
-    // Padding removal (engine/packing.h): passes whose questions and image regions carry enough padding run with
-    // it dropped before the fusion stack (eagerly, since their shapes vary). Same answers; off = always padded.
+    // Padding removal (engine/packing.h): passes whose questions and image regions carry padding run with it
+    // dropped before the fusion stack (as CUDA graphs too, per bucket of their row counts). Same answers; off =
+    // always padded.
     bool pack_sequences = true;
 };
 

@@ -1,6 +1,6 @@
 // The stages of one forward pass on the GPU (engine/cuda_pass.h): the same graph as engine/cpu_model.cpp, on the
-// layers of engine/cuda_layers.cpp and the trunk of engine/cuda_image_encoder.cpp. How passes are staged, packed
-// and replayed is in engine/cuda_model.cpp.
+// layers of engine/cuda_layers.cpp and the trunk of engine/cuda_image_encoder.cpp; and the packed layout of a pass
+// (docs/padding-removal.md). How passes are staged, bucketed and replayed is in engine/cuda_model.cpp.
 #include "engine/cuda_pass.h"
 
 #include <algorithm>
@@ -15,6 +15,35 @@
 #include "kernels/trace.h"
 
 namespace vqa::gpu {
+namespace {
+
+// Packed row counts are rounded up to a multiple of this (engine/packing.h, pad_rows_to_multiple).
+constexpr int64_t kPackedRowStep = 64;
+// A captured packed pass rounds each row count up to one of about this many buckets between 0 and the padded count.
+constexpr int64_t kGraphRowBuckets = 16;
+int64_t round_up(int64_t n, int64_t step) {
+    return (n + step - 1) / step * step;
+}
+
+// Rounds runs' rows up to a bucket (a multiple of a step that is about padded_rows / kGraphRowBuckets, capped at
+// padded_rows rounded to kPackedRowStep, which the load pass sized everything for), sets the longest sequence to
+// `longest`, and gives it a mask (all ones when none), so that every pass of one bucket launches the same kernels
+// with the same arguments.
+void shape_runs_for_graph(PackedSequences& runs, int64_t padded_rows, int64_t longest) {
+    if (runs.source.empty()) {
+        return;
+    }
+    const int64_t step =
+        round_up(std::max(kPackedRowStep, (padded_rows + kGraphRowBuckets - 1) / kGraphRowBuckets), kPackedRowStep);
+    pad_rows_to(runs,
+                std::max(runs.total(), std::min(round_up(runs.total(), step), round_up(padded_rows, kPackedRowStep))));
+    if (runs.mask.empty()) {
+        runs.mask.assign(static_cast<std::size_t>(runs.total()), 1);
+    }
+    runs.longest = longest;
+}
+
+}  // namespace
 
 template <typename T>
 Graph<T>::Graph(CudaContext& ctx, const cpu_layers::ModelWeights& w, int64_t max_batch)
@@ -423,6 +452,53 @@ void Graph<T>::run_device(const LayerContext& lc,
     } else {
         decode_greedy(lc, in, fused, batch, out);
     }
+}
+
+template <typename T>
+PassPacking Graph<T>::plan_packing(const ImageBatch& images, const TextBatch& text, int64_t real_images) const {
+    PassPacking packing;
+    const int64_t len = config_.text.tokenizer.max_length;
+    packing.text = pack_prefixes(text.lengths, text.count, len);
+    std::vector<uint8_t> valid;
+    if (config_.image.encoder == ImageEncoder::kRegions) {
+        valid = nonzero_rows(images.regions, images.count * tokens_, region_features_);
+    } else {
+        valid.assign(static_cast<std::size_t>(images.count * tokens_), 1);  // grid tokens are never masked
+    }
+    // Images added to fill a bucket are read by no question: one row each is enough, whatever the masked-row rule.
+    for (int64_t i = real_images; i < images.count; ++i) {
+        std::fill_n(valid.begin() + i * tokens_, tokens_, uint8_t{0});
+        valid[static_cast<std::size_t>(i * tokens_)] = 1;
+    }
+    packing.images = pack_valid_rows(valid.data(), images.count, tokens_, spec_.masked_row == cpu::MaskedRow::kUniform);
+    if (config_.fusion.type == FusionType::kMcan) {
+        packing.per_question = repeat_runs(packing.images, text.image_index, text.count);
+    } else {
+        packing.shared = share_runs(packing.images, text.image_index, text.count);
+    }
+    // Row counts in steps of kPackedRowStep: cuBLASLt plans are cached per shape, and exact counts would make a
+    // new shape (and a heuristic query) of nearly every packed pass.
+    pad_rows_to_multiple(packing.text, kPackedRowStep);
+    pad_rows_to_multiple(packing.images, kPackedRowStep);
+    pad_rows_to_multiple(packing.per_question, kPackedRowStep);
+    return packing;
+}
+
+template <typename T>
+bool Graph<T>::worth_packing(const PassPacking& packing, int64_t images, int64_t batch) const {
+    const int64_t len = config_.text.tokenizer.max_length;
+    const bool mcan = config_.fusion.type == FusionType::kMcan;
+    const int64_t padded = batch * len + (mcan ? batch : images) * tokens_;
+    const int64_t packed = packing.text.total() + (mcan ? packing.per_question.total() : packing.images.total());
+    return packed < padded;
+}
+
+template <typename T>
+void Graph<T>::shape_for_graph(PassPacking& packing, int64_t images, int64_t batch) const {
+    const int64_t len = config_.text.tokenizer.max_length;
+    shape_runs_for_graph(packing.text, batch * len, len);
+    shape_runs_for_graph(packing.images, images * tokens_, tokens_);
+    shape_runs_for_graph(packing.per_question, batch * tokens_, tokens_);
 }
 
 template class Graph<float>;

@@ -1,8 +1,9 @@
-// One forward pass of the model on the GPU, in one element type: the device weights and the stages of a pass
-// (cuda_pass.cpp), and how passes are staged, packed, bucketed and replayed as CUDA graphs (cuda_model.cpp).
+// One forward pass of the model on the GPU, in one element type: the device weights, the stages of a pass and its
+// packed layout (cuda_pass.cpp), and how passes are staged, bucketed and replayed as CUDA graphs (cuda_model.cpp).
 // Internal to engine/cuda_*.cpp; the public face is CudaModel (engine/cuda_model.h).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -129,13 +130,20 @@ private:
                           const TextBatch& text,
                           const ActivationSink* sink,
                           PassPacking* packing = nullptr);
-    ModelOutput run_graph(const ImageBatch& images, const TextBatch& text);
+    // Pads the pass to its bucket and replays (or captures) its CUDA graph; with may_pack, a pass that packing
+    // shrinks is packed first (its row counts in buckets too: shape_for_graph).
+    ModelOutput run_graph(const ImageBatch& images, const TextBatch& text, bool may_pack);
     void drop_graphs_if_arena_moved();
     void drop_graphs();
     // The runs of a pass with its padding removed (host work: the regions' validity is read from the host copy).
-    PassPacking plan_packing(const ImageBatch& images, const TextBatch& text) const;
-    // Whether a pass that could be packed should be: see forward().
+    // Images from real_images on only fill a bucket: one row each.
+    PassPacking plan_packing(const ImageBatch& images, const TextBatch& text, int64_t real_images) const;
+    // Whether packing leaves the layers fewer rows than the padded layout: text rows plus the fusion stack's image
+    // rows (per question for mcan, per distinct image for simple).
     bool worth_packing(const PassPacking& packing, int64_t images, int64_t batch) const;
+    // Fixes what a captured packed pass's launches read from the host: row counts rounded up to buckets, the
+    // attentions' longest sequence at its largest possible length, and masks always present.
+    void shape_for_graph(PassPacking& packing, int64_t images, int64_t batch) const;
     // Packs the inputs into pinned memory and, with to_device, queues their copy into the arena (a CUDA graph's
     // replay only needs the packing: its captured copy reads the same pinned addresses). With `packing`, its runs
     // travel in the same copy and its device views are filled in.
@@ -175,8 +183,10 @@ private:
     bool pack_sequences_ = true;
     PinnedBuffer pinned_in_;
     PinnedBuffer pinned_out_;
-    // One instantiated CUDA graph per (questions, images) bucket; null until the bucket's second pass.
-    std::map<std::pair<int64_t, int64_t>, cudaGraphExec_t> graphs_;
+    // One instantiated CUDA graph per bucket, null until the bucket's second pass: keyed by the questions and the
+    // images, and for packed passes their text, image and per-question image rows (0 for padded passes).
+    std::map<std::array<int64_t, 5>, cudaGraphExec_t> graphs_;
+    int64_t packed_graphs_ = 0;             // packed buckets in graphs_
     uint64_t graphs_arena_generation_ = 0;  // the arena generation the non-null graphs were captured in
     // Host copies of a padded batch (kept to reuse their capacity).
     std::vector<int64_t> padded_ids_;

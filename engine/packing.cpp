@@ -114,11 +114,16 @@ PackedSequences repeat_runs(const PackedSequences& runs, const int64_t* index, i
 
 void pad_rows_to_multiple(PackedSequences& runs, int64_t step) {
     VQA_CHECK(step >= 1, kInvalidArgument, "pad_rows_to_multiple: step must be >= 1, got ", step);
+    pad_rows_to(runs, (runs.total() + step - 1) / step * step);
+}
+
+void pad_rows_to(PackedSequences& runs, int64_t total) {
     if (runs.source.empty()) {
         return;
     }
-    const int64_t total = (runs.total() + step - 1) / step * step;
-    check_rows(total, "pad_rows_to_multiple");
+    VQA_CHECK(total >= runs.total(), kInvalidArgument, "pad_rows_to: ", total, " rows are fewer than the ",
+              runs.total(), " packed already");
+    check_rows(total, "pad_rows_to");
     runs.source.resize(static_cast<std::size_t>(total), 0);
     if (!runs.mask.empty()) {
         runs.mask.resize(static_cast<std::size_t>(total), 0);

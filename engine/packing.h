@@ -73,6 +73,8 @@ PackedSequences repeat_runs(const PackedSequences& runs, const int64_t* index, i
 // Appends rows after the last run until the total is a multiple of `step`: rows no sequence owns, copies of source
 // row 0 (masked when there is a mask), so that row-wise layers see fewer distinct sizes. The runs are unchanged.
 void pad_rows_to_multiple(PackedSequences& runs, int64_t step);
+// The same up to `total` rows (>= the current total; a no-op without runs).
+void pad_rows_to(PackedSequences& runs, int64_t total);
 
 // Question b's keys are run index[b] of `runs`, read in place (no copy): starts and counts only, no offsets; the
 // mask is runs' own.

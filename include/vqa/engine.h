@@ -62,9 +62,8 @@ struct EngineOptions {
     // thread, each image just before its first pass.
     int decode_threads = -1;
     // Padding removal: question padding and all-zero region rows are dropped before the fusion stack and each
-    // pass is packed (variable-length attention), with the answers of the padded layout. On the GPU a pass is
-    // packed when that drops enough rows to beat a CUDA-graph replay of the padded pass (docs/padding-removal.md).
-    // false = always padded (for comparisons).
+    // pass is packed (variable-length attention), with the answers of the padded layout, whenever that leaves
+    // fewer rows (docs/padding-removal.md). false = always padded (for comparisons).
     bool pack_sequences = true;
 };
 

@@ -137,9 +137,8 @@ TEST_P(CudaModelTest, ReducedPrecisionStaysCloseToFp32) {
 
 // Padding removal (engine/packing.h): packed passes give the padded passes' outputs in every precision, on inputs
 // that stress the packing (questions of every length; for region models an image with no valid region and zero
-// rows among another's regions), and the arena sized at load holds them. With graphs off every pass that drops a
-// row is packed; with graphs on, a 32-question pass (above the packing threshold) takes whichever path the policy
-// picks and must still match the CPU.
+// rows among another's regions), and the arena sized at load holds them; graphs off here (eager passes), and on
+// for a 32-question pass of short questions, replayed.
 TEST_P(CudaModelTest, PackedMatchesPadded) {
     Golden golden(dir());
     const int64_t len = golden.max_length();
@@ -212,9 +211,10 @@ TEST_P(CudaModelTest, PackedMatchesPadded) {
     EXPECT_EQ(model.workspace_bytes(), workspace);
 }
 
-// Packed and padded passes interleaved on one model with graphs on: a padded bucket is captured, then a packed pass
-// with more staged arrays (an image without any region gives a mask) must neither outgrow what the load pass
-// sized (pinned staging, arena) nor leave the captured graph reading a freed buffer.
+// Packed and padded passes interleaved on one model with graphs on, each captured and replayed in its bucket: a
+// packed pass with more staged arrays (an image without any region gives a mask) must neither outgrow what the
+// load pass sized (pinned staging, arena) nor leave a captured graph reading a freed buffer, and replays of
+// packed buckets must answer the passes they replay, not the one they were captured from.
 TEST_P(CudaModelTest, PackedPassesBetweenGraphReplays) {
     Golden golden(dir());
     if (golden.model.config.head.type != HeadType::kClassifier) {
@@ -240,7 +240,6 @@ TEST_P(CudaModelTest, PackedPassesBetweenGraphReplays) {
     }
     const ImageBatch sparse_images = emptied.image_batch();
     const TextBatch long_text{kQuestions, ids.data(), full_lengths.data(), index.data()};
-    const TextBatch short_text{kQuestions, ids.data(), short_lengths.data(), index.data()};
 
     CudaModelOptions options;
     options.max_batch = kQuestions;
@@ -248,17 +247,39 @@ TEST_P(CudaModelTest, PackedPassesBetweenGraphReplays) {
     const std::size_t workspace = model.workspace_bytes();
     const CpuModel cpu(golden.model, 0);
     const ModelOutput long_expected = cpu.forward(full_images, long_text);
-    const ModelOutput short_expected = cpu.forward(sparse_images, short_text);
+    // Each layout three times in a row (eager, capture, replay), then again after the other's replays. The packed
+    // passes ask other questions each time (the same lengths, so the same bucket): a replay must answer the pass
+    // it replays, not the one it was captured from.
     for (int round = 0; round < 2; ++round) {
-        SCOPED_TRACE("round " + std::to_string(round));
-        EXPECT_TRUE(
-            test::all_close(model.forward(full_images, long_text).logits, long_expected.logits, kFp32Tolerance));
-        EXPECT_TRUE(
-            test::all_close(model.forward(full_images, long_text).logits, long_expected.logits, kFp32Tolerance));
-        EXPECT_TRUE(
-            test::all_close(model.forward(sparse_images, short_text).logits, short_expected.logits, kFp32Tolerance));
+        for (int pass = 0; pass < 3; ++pass) {
+            SCOPED_TRACE("round " + std::to_string(round) + ", pass " + std::to_string(pass));
+            EXPECT_TRUE(
+                test::all_close(model.forward(full_images, long_text).logits, long_expected.logits, kFp32Tolerance));
+        }
+        for (int pass = 0; pass < 3; ++pass) {
+            SCOPED_TRACE("round " + std::to_string(round) + ", packed pass " + std::to_string(pass));
+            std::vector<int64_t> rotated(ids.size());
+            for (int64_t q = 0; q < kQuestions; ++q) {
+                const int64_t from = (q + pass + round) % kQuestions;
+                std::copy_n(ids.begin() + from * len, len, rotated.begin() + q * len);
+            }
+            const TextBatch text{kQuestions, rotated.data(), short_lengths.data(), index.data()};
+            EXPECT_TRUE(test::all_close(model.forward(sparse_images, text).logits,
+                                        cpu.forward(sparse_images, text).logits, kFp32Tolerance));
+        }
     }
-    EXPECT_TRUE(test::all_close(model.forward(full_images, long_text).logits, long_expected.logits, kFp32Tolerance));
+    // Question lengths that change from pass to pass: new row buckets (each captured on its second pass), and
+    // replays of a bucket with other lengths inside it.
+    std::vector<int64_t> lengths(kQuestions);
+    for (int pass = 0; pass < 6; ++pass) {
+        SCOPED_TRACE("mixed lengths, pass " + std::to_string(pass));
+        for (int64_t q = 0; q < kQuestions; ++q) {
+            lengths[static_cast<std::size_t>(q)] = 1 + (q * (pass / 2 + 1) + pass / 2) % len;
+        }
+        const TextBatch text{kQuestions, ids.data(), lengths.data(), index.data()};
+        EXPECT_TRUE(test::all_close(model.forward(sparse_images, text).logits, cpu.forward(sparse_images, text).logits,
+                                    kFp32Tolerance));
+    }
     EXPECT_EQ(model.workspace_bytes(), workspace);
 }
 

@@ -119,6 +119,12 @@ TEST(PackingTest, PaddingToAMultipleAddsRowsNoSequenceOwns) {
     EXPECT_EQ(text.source, (Rows{0, 1, 2, 0}));
     EXPECT_TRUE(text.mask.empty());
     EXPECT_VQA_ERROR(pad_rows_to_multiple(text, 0), kInvalidArgument, "step");
+    pad_rows_to(text, 6);
+    EXPECT_EQ(text.source, (Rows{0, 1, 2, 0, 0, 0}));
+    EXPECT_VQA_ERROR(pad_rows_to(text, 5), kInvalidArgument, "fewer than the 6");
+    PackedSequences none;
+    pad_rows_to(none, 8);
+    EXPECT_EQ(none.total(), 0) << "no runs, no rows";
 }
 
 TEST(PackingTest, AttentionParamsPointAtTheRuns) {
