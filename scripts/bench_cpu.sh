@@ -11,7 +11,9 @@
 # Timed calls per batch size and round: EASY_ITERS (default 10), BIG_ITERS (default 3, also the padding runs');
 # rounds: BENCH_ROUNDS (default 3). A step during which other processes took CPU is rerun (BENCH_ATTEMPTS,
 # BENCH_MAX_OTHER_LOAD, BENCH_QUIET_WAIT below); the report shows that load. The environment is used as it is:
-# OPENBLAS_CORETYPE and friends are reported, never set here.
+# OPENBLAS_CORETYPE and friends are reported, never set here. PyTorch runs on OpenBLAS's OpenMP build when it is
+# installed (LD_LIBRARY_PATH, as the engine links it): Debian's default pthreads build fights ATen's OpenMP threads
+# for the cores and would make a baseline several times slower at 2 threads than the same PyTorch can be.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,11 @@ done
 
 python=.venv/bin/python
 [[ -x "$python" ]] || python=python3
+torch_env=()
+openblas_openmp=/usr/lib/x86_64-linux-gnu/openblas-openmp
+if [[ -e $openblas_openmp/libblas.so.3 ]]; then
+  torch_env=(env "LD_LIBRARY_PATH=$openblas_openmp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
+fi
 if [[ "$build_dir" == build/release ]]; then
   cmake --preset release >/dev/null
 else
@@ -113,7 +120,7 @@ for ((round = 1; round <= ${BENCH_ROUNDS:-3}; round++)); do
       measured_step "$out_dir/engine-$tag-t$threads-r$round.json" "$bench" --model "$model" --device cpu \
         --batch "$batches" --threads "$threads" --warmup "$warmup" --iters "$iters" --json --dump-inputs "$inputs"
       echo "== round $round: $tag, $threads thread(s): bench_torch.py" >&2
-      measured_step "$out_dir/torch-$tag-t$threads-r$round.json" "$python" tools/bench_torch.py --model "$model" \
+      measured_step "$out_dir/torch-$tag-t$threads-r$round.json" "${torch_env[@]}" "$python" tools/bench_torch.py --model "$model" \
         --inputs "$inputs" --threads "$threads" --warmup "$warmup" --iters "$iters" --json
     done
   done
