@@ -79,9 +79,18 @@ private:
     std::size_t bytes_ = 0;
 };
 
-// Packed buckets beyond this many run eagerly, uncaptured (a workload whose row counts keep changing); padded
-// buckets (at most log2(max_batch)² of them) are always captured.
+// Captured packed buckets beyond this many run eagerly (a workload whose row counts keep changing); padded buckets
+// (at most (ceil(log2 max_batch) + 1)² of them) are always captured.
 constexpr int64_t kMaxPackedGraphs = 64;
+
+// The status of a call that ends or instantiates a capture, checked after clearing the thread's last CUDA error:
+// a failure there is this pass's, and the next pass's launch checks (cudaGetLastError) must not report it.
+void check_capture_step(cudaError_t status) {
+    if (status != cudaSuccess) {
+        static_cast<void>(cudaGetLastError());
+        VQA_CUDA_CHECK(status);
+    }
+}
 
 // Where one PackedSequences' arrays sit in the staged copy.
 struct StagedRuns {
@@ -297,6 +306,7 @@ void Graph<T>::drop_graphs() {
             entry.second = nullptr;
         }
     }
+    packed_graphs_ = 0;
 }
 
 template <typename T>
@@ -311,8 +321,10 @@ ModelOutput Graph<T>::run_graph(const ImageBatch& images, const TextBatch& text,
     padded_index_.assign(text.image_index, text.image_index + text.count);
     for (int64_t b = text.count; b < batch; ++b) {
         padded_ids_.insert(padded_ids_.end(), text.ids, text.ids + len);
-        padded_lengths_.push_back(1);  // its output is dropped: the shortest question costs the fewest packed rows
-        padded_index_.push_back(0);
+        // Its output is dropped: the shortest question, about a bucket-filling image when there is one, costs the
+        // fewest packed rows.
+        padded_lengths_.push_back(1);
+        padded_index_.push_back(image_count > images.count ? images.count : 0);
     }
     ImageBatch padded_images = images;
     padded_images.count = image_count;
@@ -343,19 +355,22 @@ ModelOutput Graph<T>::run_graph(const ImageBatch& images, const TextBatch& text,
     const std::array<int64_t, 5> key{batch, image_count, packed ? packed->text.total() : 0,
                                      packed ? packed->images.total() : 0, packed ? packed->per_question.total() : 0};
     auto found = graphs_.find(key);
-    if (found == graphs_.end() && packed && packed_graphs_ >= kMaxPackedGraphs) {
-        // Too many packed buckets seen (row counts that keep changing): eagerly, packed as tightly as it goes.
-        PassPacking tight = plan_packing(images, text, images.count);
-        return run_eager(images, text, nullptr, &tight);
-    }
     if (found == graphs_.end()) {
         // First pass of a bucket: eager, which plans every cuBLASLt and cuDNN call of this shape; the next pass
         // captures the then plan-free sequence of launches.
         ModelOutput out = run_eager(padded_images, padded_text, nullptr, packing);
         graphs_.emplace(key, nullptr);
-        packed_graphs_ += packed ? 1 : 0;
         out.logits.resize(static_cast<std::size_t>(text.count * num_answers_));
         return out;
+    }
+    if (found->second == nullptr && packed && packed_graphs_ >= kMaxPackedGraphs) {
+        // Enough packed buckets captured (row counts that keep changing): this one runs eagerly, packed as tightly
+        // as the real pass goes, or as the padded bucket's graph when packing the real pass gains nothing.
+        PassPacking tight = plan_packing(images, text, images.count);
+        if (worth_packing(tight, images.count, text.count)) {
+            return run_eager(images, text, nullptr, &tight);
+        }
+        return run_graph(images, text, /*may_pack=*/false);
     }
     if (found->second == nullptr) {
         const LayerContext lc{ctx_, spec_, nullptr};
@@ -379,7 +394,7 @@ ModelOutput Graph<T>::run_graph(const ImageBatch& images, const TextBatch& text,
             static_cast<void>(cudaGetLastError());
             throw;
         }
-        VQA_CUDA_CHECK(cudaStreamEndCapture(ctx_.stream(), &graph));
+        check_capture_step(cudaStreamEndCapture(ctx_.stream(), &graph));
         if (static_cast<std::size_t>(ctx_.arena().chunk_count()) != arena_chunks) {
             cudaGraphDestroy(graph);
             throw Error(ErrorCode::kInternal, "CUDA graph capture: the workspace arena grew during capture");
@@ -387,8 +402,9 @@ ModelOutput Graph<T>::run_graph(const ImageBatch& images, const TextBatch& text,
         cudaGraphExec_t exec = nullptr;
         const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
         cudaGraphDestroy(graph);
-        VQA_CUDA_CHECK(status);
+        check_capture_step(status);
         found->second = exec;
+        packed_graphs_ += packed ? 1 : 0;
     } else {
         stage_inputs(padded_images, padded_text, len, false, packing);  // the captured copy reads the pinned buffer
         if (found->second == nullptr) {  // staging dropped the graphs (it never does for a bucket already seen)

@@ -35,11 +35,11 @@ void shape_runs_for_graph(PackedSequences& runs, int64_t padded_rows, int64_t lo
     }
     const int64_t step =
         round_up(std::max(kPackedRowStep, (padded_rows + kGraphRowBuckets - 1) / kGraphRowBuckets), kPackedRowStep);
-    pad_rows_to(runs,
-                std::max(runs.total(), std::min(round_up(runs.total(), step), round_up(padded_rows, kPackedRowStep))));
-    if (runs.mask.empty()) {
+    if (runs.mask.empty()) {  // before the padding, so that the rows no sequence owns are masked
         runs.mask.assign(static_cast<std::size_t>(runs.total()), 1);
     }
+    pad_rows_to(runs,
+                std::max(runs.total(), std::min(round_up(runs.total(), step), round_up(padded_rows, kPackedRowStep))));
     runs.longest = longest;
 }
 

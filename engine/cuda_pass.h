@@ -186,7 +186,7 @@ private:
     // One instantiated CUDA graph per bucket, null until the bucket's second pass: keyed by the questions and the
     // images, and for packed passes their text, image and per-question image rows (0 for padded passes).
     std::map<std::array<int64_t, 5>, cudaGraphExec_t> graphs_;
-    int64_t packed_graphs_ = 0;             // packed buckets in graphs_
+    int64_t packed_graphs_ = 0;             // captured packed buckets in graphs_
     uint64_t graphs_arena_generation_ = 0;  // the arena generation the non-null graphs were captured in
     // Host copies of a padded batch (kept to reuse their capacity).
     std::vector<int64_t> padded_ids_;
