@@ -134,15 +134,33 @@ struct Pass {
     const ModelWeights& w;
     const TextBatch& text;
     const ActivationSink* sink;
-    int64_t batch = 0;    // B
-    int64_t len = 0;      // L
-    int64_t dim = 0;      // d
-    int64_t images = 0;   // Bi
-    int64_t tokens = 0;   // Ni
-    bool packed = false;  // padding removed before the fusion stack (never with a sink: its tensors are padded)
+    int64_t batch = 0;          // B
+    int64_t len = 0;            // L
+    int64_t dim = 0;            // d
+    int64_t images = 0;         // Bi
+    int64_t tokens = 0;         // Ni
+    bool packed = false;        // padding removed before the fusion stack (never with a sink: its tensors are padded)
+    bool pool_weights = false;  // keep the poolings' weights (ModelOutput::pool_text, pool_image)
     LayerScratch scratch;
     std::vector<float> rnn_scratch;
+    std::vector<float> pool_text;   // [B, L, G] when pool_weights
+    std::vector<float> pool_image;  // [B, Ni, G] when pool_weights
 };
+
+// The weights the last attention_pool left in scratch.probs ([xs.rows, G]) in the padded layout [S, len, G]:
+// as they are when padded; packed, each row at its padded position (`position`, engine/packing.h).
+std::vector<float> padded_pool_weights(const Pass& pass,
+                                       const SequenceRows& xs,
+                                       const PackedSequences& runs,
+                                       const std::vector<int32_t>& position,
+                                       int64_t len,
+                                       int64_t glimpses) {
+    const float* weights = pass.scratch.probs.data();
+    if (!xs.packed()) {
+        return std::vector<float>(weights, weights + xs.batch * len * glimpses);
+    }
+    return scatter_to_padded(weights, glimpses, runs, position, len);
+}
 
 // §4: every distinct image once. Padded: tokens [Bi, Ni, d] and their mask [Bi, Ni] (1 = valid); packed: the
 // valid tokens of each image [Ti, d], in runs (the adapter runs on those rows only).
@@ -240,6 +258,15 @@ EncodedText encode_text(Pass& pass) {
     return text;
 }
 
+// After the text pooling: its weights in the padded layout, when asked for.
+void keep_text_pool_weights(Pass& pass, const EncodedText& text) {
+    if (!pass.pool_weights) {
+        return;
+    }
+    const std::vector<int32_t> position = pass.packed ? padded_positions(text.runs, pass.len) : std::vector<int32_t>{};
+    pass.pool_text = padded_pool_weights(pass, text.rows, text.runs, position, pass.len, pass.w.pool_text.fc2.out);
+}
+
 // §6.4 mcan and §7: text SA_i, then the image branch per question (guided attention depends on the question),
 // then both poolings. Writes pooled_text and pooled_image [B, out_dim].
 void fuse_mcan(Pass& pass, const EncodedImages& images, EncodedText& text, float* pooled_text, float* pooled_image) {
@@ -274,9 +301,16 @@ void fuse_mcan(Pass& pass, const EncodedImages& images, EncodedText& text, float
                                name);
         emit(pass.sink, name, {pass.batch, pass.tokens, pass.dim}, v.data());
     }
+    const int64_t glimpses = w.pool_image.fc2.out;
     attention_pool(w.pool_image, w.spec.masked_row, v.data(), vs, pooled_image, pass.scratch, pass.sink, "pool.image");
+    if (pass.pool_weights) {
+        const std::vector<int32_t> position =
+            pass.packed ? padded_positions(v_runs, pass.tokens, &images.runs) : std::vector<int32_t>{};
+        pass.pool_image = padded_pool_weights(pass, vs, v_runs, position, pass.tokens, glimpses);
+    }
     attention_pool(w.pool_text, w.spec.masked_row, t.data(), text.rows, pooled_text, pass.scratch, pass.sink,
                    "pool.text");
+    keep_text_pool_weights(pass, text);
 }
 
 // §6.4 simple and §7: text GA_i over the image tokens, which are the same for every question about an image, so
@@ -319,14 +353,22 @@ void fuse_simple(Pass& pass, const EncodedImages& images, EncodedText& text, flo
     attention_pool(w.pool_image, w.spec.masked_row, images.tokens.data(), images.rows, pooled_images.data(),
                    pass.scratch, nullptr, "pool.image");
     gather_blocks(pooled_images.data(), out_dim, index, pass.batch, pooled_image);
-    if (pass.sink != nullptr) {
-        // The pooling weights are left in scratch.probs, [Bi, Ni, G]; reported per question.
+    if (pass.sink != nullptr || pass.pool_weights) {
+        // The pooling weights are left in scratch.probs, per distinct image; reported per question.
+        const std::vector<int32_t> position =
+            pass.packed ? padded_positions(images.runs, pass.tokens) : std::vector<int32_t>{};
+        const std::vector<float> per_image =
+            padded_pool_weights(pass, images.rows, images.runs, position, pass.tokens, glimpses);  // [Bi, Ni, G]
         std::vector<float> weights(static_cast<std::size_t>(pass.batch * pass.tokens * glimpses));
-        gather_blocks(pass.scratch.probs.data(), pass.tokens * glimpses, index, pass.batch, weights.data());
+        gather_blocks(per_image.data(), pass.tokens * glimpses, index, pass.batch, weights.data());
         emit(pass.sink, "pool.image.weights", {pass.batch, pass.tokens, glimpses}, weights.data());
+        if (pass.pool_weights) {
+            pass.pool_image = std::move(weights);
+        }
     }
     attention_pool(w.pool_text, w.spec.masked_row, t.data(), text.rows, pooled_text, pass.scratch, pass.sink,
                    "pool.text");
+    keep_text_pool_weights(pass, text);
 }
 
 // §8 generate: greedy decoding. Every question steps until its eos (or max_length); finished rows keep stepping
@@ -427,7 +469,10 @@ int64_t CpuModel::image_tokens() const {
     return weights_->trunk.tokens();
 }
 
-ModelOutput CpuModel::forward(const ImageBatch& images, const TextBatch& text, const ActivationSink* sink) const {
+ModelOutput CpuModel::forward(const ImageBatch& images,
+                              const TextBatch& text,
+                              const ActivationSink* sink,
+                              bool pool_weights) const {
     using namespace cpu_layers;
     const TraceRange range("forward");
     const ModelWeights& w = *weights_;
@@ -439,8 +484,20 @@ ModelOutput CpuModel::forward(const ImageBatch& images, const TextBatch& text, c
     }
     const int64_t len = w.config.text.tokenizer.max_length;
     check_batches(images, text, len);
-    Pass pass{w,  text, sink, text.count, len, w.spec.dim, images.count, w.trunk.tokens(), pack_ && sink == nullptr,
-              {}, {}};
+    Pass pass{w,
+              text,
+              sink,
+              text.count,
+              len,
+              w.spec.dim,
+              images.count,
+              w.trunk.tokens(),
+              /*packed=*/pack_ && sink == nullptr,
+              pool_weights,
+              {},
+              {},
+              {},
+              {}};
 
     const EncodedImages encoded = encode_images(pass, images);
     EncodedText encoded_text = encode_text(pass);
@@ -453,6 +510,8 @@ ModelOutput CpuModel::forward(const ImageBatch& images, const TextBatch& text, c
     } else {
         fuse_simple(pass, encoded, encoded_text, pooled_text.data(), pooled_image.data());
     }
+    out.pool_text = std::move(pass.pool_text);
+    out.pool_image = std::move(pass.pool_image);
     emit(sink, "pooled_text", {pass.batch, out_dim}, pooled_text.data());
     emit(sink, "pooled_image", {pass.batch, out_dim}, pooled_image.data());
     std::vector<float> fused(static_cast<std::size_t>(pass.batch * out_dim));  // f = LN(pooled_text + pooled_image)

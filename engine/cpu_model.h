@@ -54,6 +54,10 @@ struct ModelOutput {
     std::vector<float> logits;                 // classifier: [B, A] (before softmax/sigmoid)
     std::vector<std::vector<int32_t>> tokens;  // generate: per question, the greedy ids, eos included if reached
     std::vector<float> sequence_scores;        // generate: [B], product of the chosen tokens' probabilities
+    // Asked for with forward(..., pool_weights = true): the attention pooling's weights (the attention maps a
+    // caller shows), in the padded layout whether or not the pass was packed; 0 at masked positions.
+    std::vector<float> pool_text;   // [B, L, G]
+    std::vector<float> pool_image;  // [B, Ni, G]
 };
 
 class CpuModel {
@@ -74,8 +78,12 @@ public:
 
     // Runs the whole model on a batch. Each distinct image is encoded once; its tokens are then gathered for
     // every question about it. kInvalidArgument for a null input the model needs, a length outside 1..L, an id
-    // outside the vocabulary or an image_index outside [0, Bi). `sink`, when given, receives the intermediates.
-    ModelOutput forward(const ImageBatch& images, const TextBatch& text, const ActivationSink* sink = nullptr) const;
+    // outside the vocabulary or an image_index outside [0, Bi). `sink`, when given, receives the intermediates;
+    // pool_weights fills ModelOutput::pool_text and pool_image.
+    ModelOutput forward(const ImageBatch& images,
+                        const TextBatch& text,
+                        const ActivationSink* sink = nullptr,
+                        bool pool_weights = false) const;
 
     const ModelConfig& config() const;
     int64_t num_answers() const;   // A

@@ -39,18 +39,6 @@ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
     return __float2bfloat16_rn(v);
 }
 
-// Copies `count` device elements to the host (waits for the stream).
-template <typename T>
-std::vector<T> download(CudaContext& ctx, const T* data, int64_t count) {
-    std::vector<T> host(static_cast<std::size_t>(count));
-    if (count > 0) {
-        VQA_CUDA_CHECK(
-            cudaMemcpyAsync(host.data(), data, host.size() * sizeof(T), cudaMemcpyDeviceToHost, ctx.stream()));
-        ctx.synchronize();
-    }
-    return host;
-}
-
 int64_t product(const std::vector<int64_t>& shape) {
     int64_t n = 1;
     for (const int64_t dim : shape) {

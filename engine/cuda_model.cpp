@@ -269,12 +269,14 @@ template <typename T>
 ModelOutput Graph<T>::run_eager(const ImageBatch& images,
                                 const TextBatch& text,
                                 const ActivationSink* sink,
-                                PassPacking* packing) {
+                                PassPacking* packing,
+                                bool pool_weights) {
     const LayerContext lc{ctx_, spec_, sink};
     ctx_.arena().reset();
     const DeviceInputs in = stage_inputs(images, text, config_.text.tokenizer.max_length, true, packing);
     ModelOutput out;
-    run_device(lc, in, images.count, text.count, packing, out);
+    PoolMaps maps;
+    run_device(lc, in, images.count, text.count, packing, out, pool_weights ? &maps : nullptr);
     ctx_.synchronize();
     if (config_.head.type == HeadType::kClassifier) {
         out = read_logits(text.count);
@@ -282,7 +284,45 @@ ModelOutput Graph<T>::run_eager(const ImageBatch& images,
             (*sink)("logits", {text.count, num_answers_}, out.logits.data());
         }
     }
+    if (pool_weights) {
+        read_pool_maps(maps, packing, text, out);
+    }
     return out;
+}
+
+template <typename T>
+void Graph<T>::read_pool_maps(const PoolMaps& maps,
+                              const PassPacking* packing,
+                              const TextBatch& text,
+                              ModelOutput& out) {
+    const int64_t len = config_.text.tokenizer.max_length;
+    const int64_t glimpses = pool_image_.fc2.out;
+    const std::vector<float> text_weights = download(ctx_, maps.text, maps.text_rows * glimpses);
+    const std::vector<float> image_weights = download(ctx_, maps.image, maps.image_rows * glimpses);
+    if (packing == nullptr) {
+        out.pool_text = text_weights;
+    } else {
+        out.pool_text =
+            scatter_to_padded(text_weights.data(), glimpses, packing->text, padded_positions(packing->text, len), len);
+    }
+    if (config_.fusion.type == FusionType::kMcan) {
+        out.pool_image =
+            packing == nullptr
+                ? image_weights
+                : scatter_to_padded(image_weights.data(), glimpses, packing->per_question,
+                                    padded_positions(packing->per_question, tokens_, &packing->images), tokens_);
+        return;
+    }
+    // Simple fusion pools each distinct image once: its map goes to every question about it.
+    const std::vector<float> per_image = packing == nullptr
+                                             ? image_weights
+                                             : scatter_to_padded(image_weights.data(), glimpses, packing->images,
+                                                                 padded_positions(packing->images, tokens_), tokens_);
+    const int64_t block = tokens_ * glimpses;
+    out.pool_image.resize(static_cast<std::size_t>(text.count * block));
+    for (int64_t b = 0; b < text.count; ++b) {
+        std::copy_n(per_image.begin() + text.image_index[b] * block, block, out.pool_image.begin() + b * block);
+    }
 }
 
 // reset() replaces the arena's chunks after a pass outgrew them (a pass with an activation sink takes more than the
@@ -422,27 +462,29 @@ template <typename T>
 ModelOutput Graph<T>::forward(const ImageBatch& images,
                               const TextBatch& text,
                               const ActivationSink* sink,
-                              PackingMode packing_mode) {
+                              PackingMode packing_mode,
+                              bool pool_weights) {
     // A sink gets every tensor in the padded layout of the golden files, so its passes are padded.
     const bool may_pack = sink == nullptr && (packing_mode == PackingMode::kPacked ||
                                               (packing_mode == PackingMode::kAuto && pack_sequences_));
     if (packing_mode == PackingMode::kPacked) {  // the load pass: the largest packed pass, eagerly
         PassPacking packing = plan_packing(images, text, images.count);
-        return run_eager(images, text, nullptr, &packing);
+        return run_eager(images, text, nullptr, &packing, pool_weights);
     }
-    // CUDA graphs replay a fixed sequence of launches: for classifier heads without a sink or a recording profile
-    // (a profile wants each stage's events, which a replay does not record). Packed passes are captured too.
+    // CUDA graphs replay a fixed sequence of launches: for classifier heads without a sink, a recording profile (a
+    // profile wants each stage's events, which a replay does not record) or attention maps. Packed passes are
+    // captured too.
     const bool recording = vqa::detail::trace_thread_state.recorder != nullptr;
-    if (use_graphs_ && sink == nullptr && !recording && config_.head.type == HeadType::kClassifier) {
+    if (use_graphs_ && sink == nullptr && !recording && !pool_weights && config_.head.type == HeadType::kClassifier) {
         return run_graph(images, text, may_pack);
     }
     if (may_pack) {
         PassPacking packing = plan_packing(images, text, images.count);
         if (worth_packing(packing, images.count, text.count)) {
-            return run_eager(images, text, nullptr, &packing);
+            return run_eager(images, text, nullptr, &packing, pool_weights);
         }
     }
-    return run_eager(images, text, sink);
+    return run_eager(images, text, sink, nullptr, pool_weights);
 }
 
 template <typename T>
@@ -452,8 +494,9 @@ std::unique_ptr<GraphBase> make_graph(CudaContext& ctx, const cpu_layers::ModelW
 
 // The class is instantiated in cuda_pass.cpp, with the members defined there; the rest of its virtual interface
 // is defined here.
-#define VQA_INSTANTIATE_GRAPH(T)                                                                                     \
-    template ModelOutput Graph<T>::forward(const ImageBatch&, const TextBatch&, const ActivationSink*, PackingMode); \
+#define VQA_INSTANTIATE_GRAPH(T)                                                                                    \
+    template ModelOutput Graph<T>::forward(const ImageBatch&, const TextBatch&, const ActivationSink*, PackingMode, \
+                                           bool);                                                                   \
     template std::unique_ptr<GraphBase> make_graph<T>(CudaContext&, const cpu_layers::ModelWeights&, int64_t);
 
 VQA_INSTANTIATE_GRAPH(float)
@@ -527,14 +570,16 @@ CudaModel::CudaModel(const ModelDir& dir, const CudaModelOptions& options) : imp
     }
     const TextBatch text{b, ids.data(), lengths.data(), image_index.data()};
     try {
-        // Every row valid: the largest packed pass (its gathers take a little more than the padded pass), then
-        // two padded ones: the first grows the arena in chunks; the second runs in the single final chunk (and
-        // captures the largest bucket's CUDA graph in it).
+        // Every row valid: the largest packed pass (its gathers take a little more than the padded pass) and the
+        // largest padded one, both with attention maps (two more buffers), eagerly; they grow the arena in chunks.
+        // Then two padded passes: the first runs in the single chunk reset() makes of them, the second captures the
+        // largest bucket's CUDA graph in it.
         if (options.pack_sequences) {
-            impl_->graph->forward(images, text, nullptr, gpu::PackingMode::kPacked);
+            impl_->graph->forward(images, text, nullptr, gpu::PackingMode::kPacked, /*pool_weights=*/true);
         }
-        impl_->graph->forward(images, text, nullptr, gpu::PackingMode::kPadded);
-        impl_->graph->forward(images, text, nullptr, gpu::PackingMode::kPadded);
+        impl_->graph->forward(images, text, nullptr, gpu::PackingMode::kPadded, /*pool_weights=*/true);
+        impl_->graph->forward(images, text, nullptr, gpu::PackingMode::kPadded, false);
+        impl_->graph->forward(images, text, nullptr, gpu::PackingMode::kPadded, false);
     } catch (const Error& e) {
         if (e.code() == ErrorCode::kOutOfMemory) {
             throw Error(ErrorCode::kOutOfMemory,
@@ -550,7 +595,10 @@ CudaModel::~CudaModel() = default;
 CudaModel::CudaModel(CudaModel&&) noexcept = default;
 CudaModel& CudaModel::operator=(CudaModel&&) noexcept = default;
 
-ModelOutput CudaModel::forward(const ImageBatch& images, const TextBatch& text, const ActivationSink* sink) const {
+ModelOutput CudaModel::forward(const ImageBatch& images,
+                               const TextBatch& text,
+                               const ActivationSink* sink,
+                               bool pool_weights) const {
     gpu::check_inputs(images, text, impl_->config.text.tokenizer.max_length, impl_->vocab_rows, impl_->max_batch,
                       impl_->config.image);
     if (text.count == 0) {
@@ -558,7 +606,7 @@ ModelOutput CudaModel::forward(const ImageBatch& images, const TextBatch& text, 
     }
     auto lock = impl_->ctx->lock();
     const gpu::DeviceScope scope(impl_->ctx->device());
-    return impl_->graph->forward(images, text, sink, gpu::PackingMode::kAuto);
+    return impl_->graph->forward(images, text, sink, gpu::PackingMode::kAuto, pool_weights);
 }
 
 const ModelConfig& CudaModel::config() const {

@@ -48,7 +48,10 @@ public:
     CudaModel& operator=(const CudaModel&) = delete;
 
     // As CpuModel::forward. text.count and images.count must not exceed max_batch (kInvalidArgument).
-    ModelOutput forward(const ImageBatch& images, const TextBatch& text, const ActivationSink* sink = nullptr) const;
+    ModelOutput forward(const ImageBatch& images,
+                        const TextBatch& text,
+                        const ActivationSink* sink = nullptr,
+                        bool pool_weights = false) const;
 
     const ModelConfig& config() const;
     int64_t num_answers() const;

@@ -243,8 +243,8 @@ void Graph<T>::fuse_mcan(const LayerContext& lc, const DeviceInputs& in, const P
         guided_attention_layer(lc, fusion_image_[i], v, vs, f.t, f.text_rows, name);
         emit_device(lc, name, {batch, tokens_, d}, v);
     }
-    attention_pool(lc, pool_image_, v, vs, f.pooled_image, "pool.image");
-    attention_pool(lc, pool_text_, f.t, f.text_rows, f.pooled_text, "pool.text");
+    attention_pool(lc, pool_image_, v, vs, f.pooled_image, "pool.image", f.image_weights);
+    attention_pool(lc, pool_text_, f.t, f.text_rows, f.pooled_text, "pool.text", f.text_weights);
 }
 
 // §6.4 simple and §7: text GA_i over the image tokens, whose keys, values and pooling are computed once per
@@ -289,7 +289,8 @@ void Graph<T>::fuse_simple(const LayerContext& lc,
     const int64_t out_dim = pool_image_.merge.out;
     const int64_t glimpses = pool_image_.fc2.out;
     T* pooled_images = ctx.arena().take<T>(images * out_dim);
-    float* weights = ctx.arena().take<float>(f.image_rows.rows * glimpses);
+    float* weights =
+        f.image_weights != nullptr ? f.image_weights : ctx.arena().take<float>(f.image_rows.rows * glimpses);
     const LayerContext quiet{lc.ctx, lc.spec, nullptr};
     attention_pool(quiet, pool_image_, f.image_tokens, f.image_rows, pooled_images, "pool.image", weights);
     cuda::gather_rows<T>(pooled_images, images, in.image_index, batch, out_dim, f.pooled_image, stream);
@@ -298,7 +299,7 @@ void Graph<T>::fuse_simple(const LayerContext& lc,
         cuda::gather_rows<float>(weights, images, in.image_index, batch, tokens_ * glimpses, per_question, stream);
         emit_device(lc, "pool.image.weights", {batch, tokens_, glimpses}, per_question);
     }
-    attention_pool(lc, pool_text_, f.t, f.text_rows, f.pooled_text, "pool.text");
+    attention_pool(lc, pool_text_, f.t, f.text_rows, f.pooled_text, "pool.text", f.text_weights);
 }
 
 // §8 generate: greedy decoding, every step on the device (greedy_step keeps the done flags, the tokens and the
@@ -401,7 +402,8 @@ void Graph<T>::run_device(const LayerContext& lc,
                           int64_t images,
                           int64_t batch,
                           const PassPacking* packing,
-                          ModelOutput& out) {
+                          ModelOutput& out,
+                          PoolMaps* maps) {
     CudaContext& ctx = lc.ctx;
     const cudaStream_t stream = ctx.stream();
     const int64_t len = config_.text.tokenizer.max_length;
@@ -425,7 +427,17 @@ void Graph<T>::run_device(const LayerContext& lc,
     const int64_t out_dim = config_.pool.out_dim;
     T* pooled_text = ctx.arena().take<T>(batch * out_dim);
     T* pooled_image = ctx.arena().take<T>(batch * out_dim);
-    const Fusion fusion{image_tokens, image_rows, t, text_rows, pooled_text, pooled_image};
+    Fusion fusion{image_tokens, image_rows, t, text_rows, pooled_text, pooled_image};
+    if (maps != nullptr) {
+        const bool mcan = config_.fusion.type == FusionType::kMcan;
+        const int64_t question_rows = packing != nullptr ? packing->question_rows.rows : batch * tokens_;
+        maps->text_rows = text_rows.rows;
+        maps->image_rows = mcan ? question_rows : image_rows.rows;
+        maps->text = ctx.arena().take<float>(maps->text_rows * pool_text_.fc2.out);
+        maps->image = ctx.arena().take<float>(maps->image_rows * pool_image_.fc2.out);
+        fusion.text_weights = maps->text;
+        fusion.image_weights = maps->image;
+    }
     {  // the fusion layers and the poolings open their own ranges, as on the CPU
         if (config_.fusion.type == FusionType::kMcan) {
             fuse_mcan(lc, in, packing, fusion);

@@ -78,10 +78,12 @@ class GraphBase {
 public:
     virtual ~GraphBase() = default;
     // packing: kAuto lets the pass decide (see Graph::forward); the load passes force each layout once.
+    // pool_weights: fill ModelOutput::pool_text / pool_image (CpuModel::forward).
     virtual ModelOutput forward(const ImageBatch& images,
                                 const TextBatch& text,
                                 const ActivationSink* sink,
-                                PackingMode packing) = 0;
+                                PackingMode packing,
+                                bool pool_weights) = 0;
     virtual void set_use_graphs(bool use) = 0;
     virtual void set_pack_sequences(bool pack) = 0;
 };
@@ -97,6 +99,10 @@ public:
         SequenceRows text_rows;
         T* pooled_text = nullptr;   // [B, out_dim]
         T* pooled_image = nullptr;  // [B, out_dim]
+        // When the attention maps are wanted: the poolings' weights, [rows, G] float, the text's over text_rows,
+        // the image's over the fusion stack's image rows (mcan: per question; simple: per distinct image).
+        float* text_weights = nullptr;
+        float* image_weights = nullptr;
     };
 
     // Uploads every weight in T (cuda_pass.cpp).
@@ -105,7 +111,8 @@ public:
     ModelOutput forward(const ImageBatch& images,
                         const TextBatch& text,
                         const ActivationSink* sink,
-                        PackingMode packing) override;
+                        PackingMode packing,
+                        bool pool_weights) override;
     void set_use_graphs(bool use) override { use_graphs_ = use; }
     void set_pack_sequences(bool pack) override { pack_sequences_ = pack; }
 
@@ -118,18 +125,30 @@ public:
     }
 
 private:
-    // packing, when given, has its device views filled (stage_inputs); null runs the padded layout.
+    // The poolings' weights of a pass, on the device (Fusion::text_weights, image_weights) and their rows.
+    struct PoolMaps {
+        float* text = nullptr;
+        float* image = nullptr;
+        int64_t text_rows = 0;
+        int64_t image_rows = 0;
+    };
+    // packing, when given, has its device views filled (stage_inputs); null runs the padded layout. maps, when
+    // given, receives the poolings' weights.
     void run_device(const LayerContext& lc,
                     const DeviceInputs& in,
                     int64_t images,
                     int64_t batch,
                     const PassPacking* packing,
-                    ModelOutput& out);
+                    ModelOutput& out,
+                    PoolMaps* maps = nullptr);
     ModelOutput read_logits(int64_t batch) const;
     ModelOutput run_eager(const ImageBatch& images,
                           const TextBatch& text,
                           const ActivationSink* sink,
-                          PassPacking* packing = nullptr);
+                          PassPacking* packing = nullptr,
+                          bool pool_weights = false);
+    // The maps of a finished pass in the padded layout: ModelOutput::pool_text [B, L, G], pool_image [B, Ni, G].
+    void read_pool_maps(const PoolMaps& maps, const PassPacking* packing, const TextBatch& text, ModelOutput& out);
     // Pads the pass to its bucket and replays (or captures) its CUDA graph; with may_pack, a pass that packing
     // shrinks is packed first (its row counts in buckets too: shape_for_graph).
     ModelOutput run_graph(const ImageBatch& images, const TextBatch& text, bool may_pack);

@@ -281,4 +281,16 @@ void linear_to_float(CudaContext& ctx,
              y, y_ld == 0 ? out : y_ld, epilogue, 0.0f);
 }
 
+// Copies `count` device elements to the host (waits for the context's stream).
+template <typename T>
+std::vector<T> download(CudaContext& ctx, const T* data, int64_t count) {
+    std::vector<T> host(static_cast<std::size_t>(count));
+    if (count > 0) {
+        VQA_CUDA_CHECK(
+            cudaMemcpyAsync(host.data(), data, host.size() * sizeof(T), cudaMemcpyDeviceToHost, ctx.stream()));
+        ctx.synchronize();
+    }
+    return host;
+}
+
 }  // namespace vqa::gpu

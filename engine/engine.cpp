@@ -7,16 +7,15 @@
 #include <cstdio>
 #include <map>
 #include <new>
-#include <numeric>
 #include <optional>
 
 #include "engine/cpu_model.h"
-#include "engine/model_runner.h"
 #include "engine/device.h"
 #include "engine/image_preparer.h"
 #include "engine/inputs.h"
 #include "engine/json_util.h"
 #include "engine/model_dir.h"
+#include "engine/model_runner.h"
 #include "engine/tokenizer.h"
 #include "kernels/cpu/topk.h"
 #include "kernels/trace.h"
@@ -409,21 +408,10 @@ void run_chunk(const EngineState& impl,
     text_batch.lengths = lengths.data();
     text_batch.image_index = image_index.data();
 
-    // Attention maps come from the pooling weights that the model reports through the activation sink.
-    std::vector<float> text_pool;
-    std::vector<float> image_pool;
-    std::vector<int64_t> image_pool_shape;
-    ActivationSink sink = [&](const std::string& name, const std::vector<int64_t>& shape, const float* data) {
-        const auto n = static_cast<std::size_t>(
-            std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<int64_t>()));
-        if (name == "pool.text.weights") {
-            text_pool.assign(data, data + n);
-        } else if (name == "pool.image.weights") {
-            image_pool.assign(data, data + n);
-            image_pool_shape = shape;
-        }
-    };
-    ModelOutput out = impl.model.forward(image_batch, text_batch, options.return_attention ? &sink : nullptr);
+    // Attention maps are the poolings' weights, which the model returns in the padded layout when asked.
+    const ModelOutput out = impl.model.forward(image_batch, text_batch, nullptr, options.return_attention);
+    const std::vector<float>& text_pool = out.pool_text;    // [B, L, G]
+    const std::vector<float>& image_pool = out.pool_image;  // [B, Ni, G]
 
     const TraceRange range("scoring");
     for (std::size_t row = 0; row < chunk.size(); ++row) {
@@ -434,11 +422,11 @@ void run_chunk(const EngineState& impl,
         } else {
             fill_generated(impl.dir, out, row, r);
         }
-        if (options.return_attention && !image_pool.empty() && image_pool_shape.size() == 3) {
+        if (options.return_attention && !image_pool.empty()) {
             AttentionMaps& a = r.attention;
             const int64_t G = config.pool.glimpses;
             a.glimpses = G;
-            a.image_tokens = image_pool_shape[1];
+            a.image_tokens = static_cast<int64_t>(image_pool.size()) / (static_cast<int64_t>(chunk.size()) * G);
             a.text_tokens = L;
             if (!regions) {
                 const auto [gh, gw] = image_grid(config);

@@ -33,13 +33,16 @@ ModelRunner::~ModelRunner() = default;
 ModelRunner::ModelRunner(ModelRunner&&) noexcept = default;
 ModelRunner& ModelRunner::operator=(ModelRunner&&) noexcept = default;
 
-ModelOutput ModelRunner::forward(const ImageBatch& images, const TextBatch& text, const ActivationSink* sink) const {
+ModelOutput ModelRunner::forward(const ImageBatch& images,
+                                 const TextBatch& text,
+                                 const ActivationSink* sink,
+                                 bool pool_weights) const {
 #if VQA_WITH_CUDA
     if (cuda_ != nullptr) {
-        return cuda_->forward(images, text, sink);
+        return cuda_->forward(images, text, sink, pool_weights);
     }
 #endif
-    return cpu_->forward(images, text, sink);
+    return cpu_->forward(images, text, sink, pool_weights);
 }
 
 }  // namespace vqa

@@ -24,7 +24,10 @@ public:
     ModelRunner(const ModelRunner&) = delete;
     ModelRunner& operator=(const ModelRunner&) = delete;
 
-    ModelOutput forward(const ImageBatch& images, const TextBatch& text, const ActivationSink* sink = nullptr) const;
+    ModelOutput forward(const ImageBatch& images,
+                        const TextBatch& text,
+                        const ActivationSink* sink = nullptr,
+                        bool pool_weights = false) const;
     Device device() const { return device_; }
 
 private:

@@ -151,6 +151,33 @@ SequenceRows SharedRuns::view(const PackedSequences& runs) const {
             counts.data()};
 }
 
+std::vector<int32_t> padded_positions(const PackedSequences& runs, int64_t len, const PackedSequences* through) {
+    VQA_CHECK(len >= 1, kInvalidArgument, "padded_positions: len must be >= 1, got ", len);
+    std::vector<int32_t> position(runs.source.size());
+    for (std::size_t r = 0; r < runs.source.size(); ++r) {
+        const int32_t source =
+            through != nullptr ? through->source.at(static_cast<std::size_t>(runs.source[r])) : runs.source[r];
+        position[r] = static_cast<int32_t>(source % len);
+    }
+    return position;
+}
+
+std::vector<float> scatter_to_padded(
+    const float* rows, int64_t width, const PackedSequences& runs, const std::vector<int32_t>& position, int64_t len) {
+    const int64_t sequences = runs.sequences();
+    std::vector<float> padded(static_cast<std::size_t>(sequences * len * width), 0.0f);
+    for (int64_t s = 0; s < sequences; ++s) {
+        for (int32_t r = runs.offsets[static_cast<std::size_t>(s)]; r < runs.offsets[static_cast<std::size_t>(s + 1)];
+             ++r) {
+            const int32_t p = position.at(static_cast<std::size_t>(r));
+            VQA_CHECK(p >= 0 && p < len, kInternal, "scatter_to_padded: row ", r, " has position ", p, " outside 0..",
+                      len - 1);
+            std::copy_n(rows + int64_t{r} * width, width, padded.data() + (s * len + p) * width);
+        }
+    }
+    return padded;
+}
+
 std::vector<uint8_t> nonzero_rows(const float* rows, int64_t count, int64_t width) {
     std::vector<uint8_t> valid(static_cast<std::size_t>(count));
     for (int64_t r = 0; r < count; ++r) {

@@ -85,6 +85,17 @@ struct SharedRuns {
 };
 SharedRuns share_runs(const PackedSequences& runs, const int64_t* index, int64_t batch);
 
+// Where each packed row of `runs` sat in its padded sequence of `len` rows: source % len, or, for runs gathered from
+// other packed runs (repeat_runs), through->source[source] % len.
+std::vector<int32_t> padded_positions(const PackedSequences& runs,
+                                      int64_t len,
+                                      const PackedSequences* through = nullptr);
+
+// The rows of `runs` ([T, width], sequence s = rows offsets[s] .. offsets[s+1]-1) back in the padded layout
+// [S, len, width], row r at position[r] of its sequence; positions no row lands on (padding) are 0.
+std::vector<float> scatter_to_padded(
+    const float* rows, int64_t width, const PackedSequences& runs, const std::vector<int32_t>& position, int64_t len);
+
 // 1 for each of `count` rows of `width` floats with a non-zero element (docs/model-format.md §4.3: an all-zero
 // region feature row is padding; -0.0 counts as zero and NaN does not, as with PyTorch's `(x == 0).all(-1)`).
 std::vector<uint8_t> nonzero_rows(const float* rows, int64_t count, int64_t width);

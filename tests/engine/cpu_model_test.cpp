@@ -180,9 +180,16 @@ TEST_P(CpuModelTest, PackedMatchesPadded) {
     const CpuModel packed(golden.model, 0, /*pack_sequences=*/true);
     const CpuModel padded(golden.model, 0, /*pack_sequences=*/false);
     const bool classifier = golden.model.config.head.type == HeadType::kClassifier;
+    const int64_t len = golden.max_length();
     const auto expect_same = [&](const ImageBatch& images, const TextBatch& text) {
-        const ModelOutput a = packed.forward(images, text);
-        const ModelOutput b = padded.forward(images, text);
+        const ModelOutput a = packed.forward(images, text, nullptr, /*pool_weights=*/true);
+        const ModelOutput b = padded.forward(images, text, nullptr, /*pool_weights=*/true);
+        // The attention maps come back in the padded layout either way (0 where a position was dropped).
+        const int64_t glimpses = golden.model.config.pool.glimpses;
+        EXPECT_EQ(a.pool_text.size(), static_cast<std::size_t>(text.count * len * glimpses));
+        EXPECT_EQ(a.pool_image.size(), static_cast<std::size_t>(text.count * packed.image_tokens() * glimpses));
+        EXPECT_TRUE(test::all_close(a.pool_text, b.pool_text, kBatchTolerance));
+        EXPECT_TRUE(test::all_close(a.pool_image, b.pool_image, kBatchTolerance));
         // Fewer rows per GEMM and per attention: OpenBLAS may block the sums differently (a few ulps). NaN fails.
         EXPECT_TRUE(test::all_close(a.logits, b.logits, kBatchTolerance));
         EXPECT_EQ(a.tokens, b.tokens);
@@ -191,6 +198,13 @@ TEST_P(CpuModelTest, PackedMatchesPadded) {
     {
         SCOPED_TRACE("golden inputs");
         expect_same(golden.image_batch(), golden.text_batch());
+        // The padded maps are the tensors the sink reports.
+        ModelOutput reported;
+        const auto captured = run_with_sink(padded, golden.image_batch(), golden.text_batch(), reported);
+        const ModelOutput maps = padded.forward(golden.image_batch(), golden.text_batch(), nullptr, true);
+        EXPECT_EQ(maps.pool_text, captured.at("pool.text.weights").values);
+        EXPECT_EQ(maps.pool_image, captured.at("pool.image.weights").values);
+        EXPECT_TRUE(reported.pool_text.empty()) << "maps only when asked for";
         const ModelOutput out = packed.forward(golden.image_batch(), golden.text_batch());
         if (classifier) {
             EXPECT_TRUE(test::all_close(out.logits, golden.activations.to_float("logits"), kGoldenTolerance));
@@ -199,7 +213,6 @@ TEST_P(CpuModelTest, PackedMatchesPadded) {
         }
     }
     // Every length from 1 to L over the questions, in turn.
-    const int64_t len = golden.max_length();
     for (int64_t q = 0; q < golden.questions(); ++q) {
         golden.lengths[static_cast<std::size_t>(q)] = 1 + (q * 5 + 3) % len;
     }

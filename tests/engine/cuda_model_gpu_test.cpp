@@ -182,6 +182,14 @@ TEST_P(CudaModelTest, PackedMatchesPadded) {
             const ModelOutput cpu = CpuModel(golden.model, 0).forward(golden.image_batch(), golden.text_batch());
             EXPECT_TRUE(test::all_close(a.logits, cpu.logits, kFp32Tolerance));
             EXPECT_EQ(a.tokens, cpu.tokens);
+            // The attention maps, packed on the device, back in the padded layout.
+            const ModelOutput maps = packed.forward(golden.image_batch(), golden.text_batch(), nullptr, true);
+            const ModelOutput cpu_maps =
+                CpuModel(golden.model, 0).forward(golden.image_batch(), golden.text_batch(), nullptr, true);
+            ASSERT_FALSE(cpu_maps.pool_text.empty());
+            EXPECT_TRUE(test::all_close(maps.pool_text, cpu_maps.pool_text, kFp32Tolerance));
+            EXPECT_TRUE(test::all_close(maps.pool_image, cpu_maps.pool_image, kFp32Tolerance));
+            EXPECT_EQ(packed.workspace_bytes(), workspace) << "attention maps grew the arena";
         }
     }
     if (!classifier) {
