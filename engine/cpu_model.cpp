@@ -498,6 +498,14 @@ ModelOutput CpuModel::forward(const ImageBatch& images,
               {},
               {},
               {}};
+    // The scratch of the calling thread's previous pass: its buffers keep their size, so a pass does not fault in
+    // and zero fresh pages for them each time (up to 8% of an MCAN-small-like pass).
+    thread_local LayerScratch kept_scratch;
+    pass.scratch = std::move(kept_scratch);
+    struct KeepScratch {
+        LayerScratch& from;
+        ~KeepScratch() { kept_scratch = std::move(from); }
+    } keep{pass.scratch};
 
     const EncodedImages encoded = encode_images(pass, images);
     EncodedText encoded_text = encode_text(pass);

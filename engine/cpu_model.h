@@ -5,8 +5,8 @@
 //
 // The weights are converted once, at construction: fp32 copies, BatchNorm folded into the convolution before
 // it, Q/K/V stacked into one [3d, d] projection for self-attention and K/V into one [2d, d] projection for
-// cross-attention. forward() is const and keeps its scratch in a workspace of its own, so several threads may
-// call it at once on one model.
+// cross-attention. forward() is const and keeps its scratch per calling thread (reused, at its largest size, by
+// that thread's next pass), so several threads may call it at once on one model.
 #pragma once
 
 #include <cstdint>
