@@ -46,19 +46,17 @@ private:
 };
 
 // dst[b] = src[index[b]] for blocks of `block` elements.
-template <typename T>
-void gather_blocks(const T* src, int64_t block, const int64_t* index, int64_t count, T* dst) {
+template <typename T, typename Index>
+void gather_blocks(const T* src, int64_t block, const Index* index, int64_t count, T* dst) {
     for (int64_t b = 0; b < count; ++b) {
-        std::copy_n(src + index[b] * block, block, dst + b * block);
+        std::copy_n(src + int64_t{index[b]} * block, block, dst + b * block);
     }
 }
 
-// dst [rows, width] = the rows `source` of src [·, width].
+// The rows `source` of src [·, width], as [source.size(), width].
 std::vector<float> gather_rows(const std::vector<float>& src, int64_t width, const std::vector<int32_t>& source) {
     std::vector<float> dst(source.size() * static_cast<std::size_t>(width));
-    for (std::size_t r = 0; r < source.size(); ++r) {
-        std::copy_n(src.data() + source[r] * width, width, dst.data() + static_cast<int64_t>(r) * width);
-    }
+    gather_blocks(src.data(), width, source.data(), static_cast<int64_t>(source.size()), dst.data());
     return dst;
 }
 
@@ -183,7 +181,9 @@ EncodedImages encode_images(Pass& pass, const ImageBatch& batch) {
     if (pass.packed) {
         images.runs = pack_valid_rows(images.valid.data(), pass.images, pass.tokens,
                                       w.spec.masked_row == cpu::MaskedRow::kUniform);
-        trunk = gather_rows(trunk, channels, images.runs.source);
+        if (images.runs.total() != pass.images * pass.tokens) {  // else every row is kept, in order
+            trunk = gather_rows(trunk, channels, images.runs.source);
+        }
         images.rows = images.runs.view();
     } else {
         images.rows = SequenceRows::padded(pass.images, pass.tokens, images.valid.data());

@@ -98,7 +98,8 @@ Graph<T>::Graph(CudaContext& ctx, const cpu_layers::ModelWeights& w, int64_t max
     }
 }
 
-// §4: tokens [Bi, Ni, d] and their mask [Bi, Ni] (1 = valid); packed, the kept rows only go through the adapter.
+// §4: tokens [Bi, Ni, d] and their mask [Bi, Ni] (1 = valid); packed, the kept rows only go through the adapter
+// and valid is null (the packed runs carry the mask).
 template <typename T>
 void Graph<T>::encode_images(const LayerContext& lc,
                              const DeviceInputs& in,
@@ -123,11 +124,15 @@ void Graph<T>::encode_images(const LayerContext& lc,
             pixels = converted;
         }
         trunk_->encode(ctx, pixels, count, features);
-        VQA_CUDA_CHECK(cudaMemsetAsync(valid, 1, static_cast<std::size_t>(rows), stream));
+        if (valid != nullptr) {
+            VQA_CUDA_CHECK(cudaMemsetAsync(valid, 1, static_cast<std::size_t>(rows), stream));
+        }
     } else {
         // Regions: an all-zero feature row is padding (masked); the box branch's columns follow the features.
         const int64_t f = region_features_;
-        cuda::nonzero_row_mask<float>(in.regions, rows, f, valid, stream);
+        if (valid != nullptr) {
+            cuda::nonzero_row_mask<float>(in.regions, rows, f, valid, stream);
+        }
         RowsShape shape;
         shape.rows = rows;
         shape.cols = f;
@@ -410,8 +415,9 @@ void Graph<T>::run_device(const LayerContext& lc,
     const int64_t d = spec_.dim;
     const SequenceRows padded_images = SequenceRows::padded(images, tokens_, nullptr);
     const int64_t image_rows_count = packing != nullptr ? packing->image_rows.rows : images * tokens_;
-    T* image_tokens = ctx.arena().take<T>(image_rows_count * d);         // [Bi·Ni or Ti, d]
-    uint8_t* image_valid = ctx.arena().take<uint8_t>(images * tokens_);  // [Bi, Ni]
+    T* image_tokens = ctx.arena().take<T>(image_rows_count * d);  // [Bi·Ni or Ti, d]
+    // [Bi, Ni]; a packed pass has its mask from the host (plan_packing)
+    uint8_t* image_valid = packing != nullptr ? nullptr : ctx.arena().take<uint8_t>(images * tokens_);
     encode_images(lc, in, images, packing, image_tokens, image_valid);
     SequenceRows image_rows = packing != nullptr ? packing->image_rows : padded_images;
     if (packing == nullptr) {

@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/engine/engine_test_util.h"
 #include "tests/kernels/test_util.h"
 #include "vqa/error.h"
 
@@ -210,23 +211,15 @@ TEST(AttentionPoolReference, RejectsBadPackedOffsets) {
     const auto run = [&] {
         attention_pool(x.data(), weights.data(), nullptr, z.data(), 2, 3, 4, 1, MaskedRow::kZero, offsets.data());
     };
-    const auto expect_invalid = [&](const char* what) {
-        try {
-            run();
-            ADD_FAILURE() << what << ": expected vqa::Error";
-        } catch (const Error& error) {
-            EXPECT_EQ(error.code(), ErrorCode::kInvalidArgument) << what;
-        }
-    };
     EXPECT_NO_THROW(run());  // the valid baseline that each change below breaks
     offsets = {1, 3, 4};
-    expect_invalid("offsets[0] != 0");
+    EXPECT_VQA_ERROR(run(), kInvalidArgument, "offsets[0] must be 0, got 1");
     offsets = {0, 3, 3};
-    expect_invalid("a sample without positions");
+    EXPECT_VQA_ERROR(run(), kInvalidArgument, "packed sample 1 has 0 positions");
     offsets = {0, 4, 5};
-    expect_invalid("a count above L");
+    EXPECT_VQA_ERROR(run(), kInvalidArgument, "packed sample 0 has 4 positions");
     offsets = {0, 3, 2};
-    expect_invalid("decreasing offsets");
+    EXPECT_VQA_ERROR(run(), kInvalidArgument, "packed sample 1 has -1 positions");
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/engine/engine_test_util.h"
 #include "tests/kernels/test_util.h"
 #include "vqa/error.h"
 
@@ -404,36 +405,28 @@ TEST(AttentionReference, RejectsBadPackedOffsets) {
     const auto run = [&] {
         attention(params, buf.data(), buf.data() + 32, buf.data() + 64, nullptr, buf.data() + 96, buf.data() + 128);
     };
-    const auto expect_invalid = [&](const char* what) {
-        try {
-            run();
-            ADD_FAILURE() << what << ": expected vqa::Error";
-        } catch (const Error& error) {
-            EXPECT_EQ(error.code(), ErrorCode::kInvalidArgument) << what;
-        }
-    };
     EXPECT_NO_THROW(run());  // the valid baseline that each change below breaks
 
     q_offsets = {1, 3, 5};
-    expect_invalid("q_offsets[0] != 0");
+    EXPECT_VQA_ERROR(run(), kInvalidArgument, "q_offsets[0] = 0");
     q_offsets = {0, 4, 5};
-    expect_invalid("a query count above Lq");
+    EXPECT_VQA_ERROR(run(), kInvalidArgument, "packed sequence 0 has 4 queries");
     q_offsets = {0, 3, 2};
-    expect_invalid("decreasing q_offsets");
+    EXPECT_VQA_ERROR(run(), kInvalidArgument, "packed sequence 1 has -1 queries");
     q_offsets = {0, 3, 5};
     kv_count = {0, 2};
-    expect_invalid("a key count of 0");
+    EXPECT_VQA_ERROR(run(), kInvalidArgument, "packed sequence 0 has 3 queries and 0 keys");
     kv_count = {4, 5};
-    expect_invalid("a key count above Lk");
+    EXPECT_VQA_ERROR(run(), kInvalidArgument, "packed sequence 1 has 2 queries and 5 keys");
     kv_count = {4, 2};
     kv_start = {0, -1};
-    expect_invalid("a negative kv_start");
+    EXPECT_VQA_ERROR(run(), kInvalidArgument, "from row -1");
     kv_start = {0, 2};
     params.kv_count = nullptr;
-    expect_invalid("kv_count missing");
+    EXPECT_VQA_ERROR(run(), kInvalidArgument, "need kv_start, kv_count");
     params.kv_count = kv_count.data();
     params.kv_start = nullptr;
-    expect_invalid("kv_start missing");
+    EXPECT_VQA_ERROR(run(), kInvalidArgument, "need kv_start, kv_count");
 }
 
 }  // namespace
